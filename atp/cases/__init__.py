@@ -1,0 +1,14 @@
+"""Patient cases: the one data structure every source is converted into (pure numpy)."""
+
+from atp.cases.case import CaseError, PatientCase, Prescription, Roi
+from atp.cases.store import SCHEMA_VERSION, load_case, save_case
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CaseError",
+    "PatientCase",
+    "Prescription",
+    "Roi",
+    "load_case",
+    "save_case",
+]

@@ -1,0 +1,46 @@
+"""Linear-quadratic fractionation conversions: BED and EQD2.
+
+Both work on a scalar total dose or per voxel on a dose array: each voxel's total
+dose ``D`` is assumed delivered in ``n_fractions`` equal fractions of ``d = D / n``.
+A scalar input gives a float, an array gives a float64 array of the same shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atp.dosimetry.dvh import _check_real
+
+
+def _check_lq(n_fractions, alpha_beta_gy) -> tuple[float, float]:
+    if isinstance(n_fractions, bool):
+        raise ValueError(f"n_fractions must be a number >= 1, got {n_fractions!r}")
+    n = _check_real(n_fractions, "n_fractions", lo=1.0)
+    ab = _check_real(alpha_beta_gy, "alpha_beta_gy", lo=0.0)
+    if ab == 0.0:
+        raise ValueError("alpha_beta_gy must be > 0, got 0")
+    return n, ab
+
+
+def _out(value: np.ndarray, like) -> float | np.ndarray:
+    return float(value) if np.ndim(like) == 0 else value
+
+
+def bed(dose_gy, *, n_fractions: float, alpha_beta_gy: float) -> float | np.ndarray:
+    """Biologically effective dose BED = D (1 + d / (alpha/beta)) (Gy), d = D / n.
+
+    Example: 60 Gy in 30 fractions, alpha/beta = 10 Gy -> 72 Gy.
+    """
+    n, ab = _check_lq(n_fractions, alpha_beta_gy)
+    d_total = np.asarray(dose_gy, dtype=np.float64)
+    return _out(d_total * (1.0 + (d_total / n) / ab), dose_gy)
+
+
+def eqd2(dose_gy, *, n_fractions: float, alpha_beta_gy: float) -> float | np.ndarray:
+    """Equivalent dose in 2-Gy fractions EQD2 = D (d + alpha/beta) / (2 + alpha/beta) (Gy).
+
+    Example: 25 Gy in 5 fractions, alpha/beta = 10 Gy -> 31.25 Gy.
+    """
+    n, ab = _check_lq(n_fractions, alpha_beta_gy)
+    d_total = np.asarray(dose_gy, dtype=np.float64)
+    return _out(d_total * (d_total / n + ab) / (2.0 + ab), dose_gy)

@@ -1,0 +1,1 @@
+"""Input/output: atomic writes, the case file format, OpenKBP (pure numpy)."""

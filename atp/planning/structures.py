@@ -1,0 +1,39 @@
+"""Structures a goal list may name that are derived from the case's own ROIs.
+
+- ``ring_<inner>_<outer>``: body voxels outside the targets whose distance to the target
+  union lies in (inner, outer] mm (control structures for conformity);
+- ``normal_tissue``: body minus targets;
+- ``lungs``: both lungs minus the targets (the usual lung dose-volume structure).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atp.cases import PatientCase
+from atp.names import ring_limits_mm
+
+DERIVED = ("normal_tissue", "lungs")
+
+
+def structure_mask(case: PatientCase, name: str, *, distance_mm: np.ndarray | None = None
+                   ) -> np.ndarray | None:
+    """Mask of ROI or derived structure ``name``; None when the case cannot provide it."""
+    if name in case.rois:
+        return case.rois[name].mask
+    if name == "normal_tissue":
+        return case.body_mask & ~case.target_union()
+    if name == "lungs":
+        if "lung_l" not in case.rois and "lung_r" not in case.rois:
+            return None
+        m = np.zeros(case.shape, bool)
+        for side in ("lung_l", "lung_r"):
+            if side in case.rois:
+                m |= case.rois[side].mask
+        return m & ~case.target_union()
+    limits = ring_limits_mm(name)
+    if limits is not None:
+        dist = case.distance_to_targets_mm() if distance_mm is None else distance_mm
+        inner, outer = limits
+        return case.body_mask & (dist > inner) & (dist <= outer)
+    return None
