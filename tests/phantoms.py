@@ -37,12 +37,20 @@ def toy_case(*, n=30, nz=4, spacing_mm=3.0) -> PatientCase:
 
 
 @dataclass
+class ToyGrid:
+    shape: tuple
+
+
+@dataclass
 class ToyInfluence:
+    """Duck-types the parts of `atp.dose.DoseInfluence` the planner uses."""
+
     matrix: sp.csr_matrix
     voxel_index: np.ndarray
-    grid_shape: tuple
+    grid: ToyGrid
     beamlet_beam: np.ndarray
     beamlet_uv_mm: np.ndarray
+    bixel_mm: float
 
 
 def toy_influence(case: PatientCase, *, mu_per_mm=0.005, sigma_vox=1.0) -> ToyInfluence:
@@ -84,4 +92,5 @@ def toy_influence(case: PatientCase, *, mu_per_mm=0.005, sigma_vox=1.0) -> ToyIn
                 b += 1
     m = sp.csr_matrix((np.concatenate(vals).astype(np.float32),
                        (np.concatenate(rows), np.concatenate(cols))), shape=(vi.size, b))
-    return ToyInfluence(m, vi, case.shape, np.asarray(beam_of), np.asarray(uv, dtype=float))
+    return ToyInfluence(m, vi, ToyGrid(case.shape), np.asarray(beam_of),
+                        np.asarray(uv, dtype=float), sp_mm)

@@ -168,7 +168,7 @@ def test_infeasible_p1_returns_the_best_plan_and_names_the_violation(case, influ
 def test_smoothness_term_smooths_the_fluence(case, influence):
     goals = GoalList.from_dicts(BASE)
     rough = plan(case, influence, goals)
-    smooth = plan(case, influence, goals, settings=PlanSettings(smoothness=1.0), bixel_mm=3.0)
+    smooth = plan(case, influence, goals, settings=PlanSettings(smoothness=1.0))
 
     def roughness(w):
         return float(np.abs(np.diff(w)).sum() / w.sum())

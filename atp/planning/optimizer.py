@@ -99,11 +99,14 @@ class FluenceProblem:
         w0 = np.maximum(np.asarray(w0, np.float64), 0.0)
         f0 = self.evaluate(w0, terms, smooth, extra)[0]
         scale = 1.0 / f0 if f0 > 0 else 1.0  # keeps f near 1 for L-BFGS-B's own tests
+        # optimize x = w / w_unit so that variables are O(1): L-BFGS-B's first step has
+        # unit length, which is nothing for fluences of thousands of MU-equivalents
+        w_unit = float(w0.mean()) if w0.mean() > 0 else 1.0
 
-        def fun(w):
-            f, g, _ = self.evaluate(w, terms, smooth, extra)
+        def fun(x):
+            f, g, _ = self.evaluate(x * w_unit, terms, smooth, extra)
             history.append(f)
-            return f * scale, g * scale
+            return f * scale, g * (scale * w_unit)
 
         def callback(intermediate_result):
             per_iter.append(float(intermediate_result.fun) / scale)
@@ -112,11 +115,11 @@ class FluenceProblem:
                 if old - new <= rtol * new:
                     raise StopIteration
 
-        res = minimize(fun, w0, jac=True, callback=callback,
+        res = minimize(fun, w0 / w_unit, jac=True, callback=callback,
                        method="L-BFGS-B", bounds=[(0.0, None)] * self.n_beamlets,
                        options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-12,
                                 "maxcor": 20})
-        w = np.maximum(res.x, 0.0).astype(np.float32)
+        w = np.maximum(res.x * w_unit, 0.0).astype(np.float32)
         f, _, values = self.evaluate(w, terms, smooth, extra)
         return SolveResult(fluence=w, objective=f, term_values=values,
                            n_iterations=int(res.nit), n_evaluations=int(res.nfev),

@@ -87,15 +87,15 @@ class PlanResult:
 
 def _rows(influence) -> tuple[np.ndarray, int]:
     vi = np.asarray(influence.voxel_index, dtype=np.int64)
-    return vi, int(np.prod(influence.grid_shape))
+    return vi, int(np.prod(influence.grid.shape))
 
 
 def build_terms(case: PatientCase, influence, resolved: list[ResolvedGoal],
                 settings: PlanSettings) -> list[Term]:
     """Objective terms for the resolved goals plus the F_CI and F_maxdose controls."""
     vi, n_grid = _rows(influence)
-    if tuple(influence.grid_shape) != case.shape:
-        raise ValueError(f"patient {case.patient_id}: influence grid {influence.grid_shape} "
+    if tuple(influence.grid.shape) != case.shape:
+        raise ValueError(f"patient {case.patient_id}: influence grid {influence.grid.shape} "
                          f"!= case grid {case.shape}; plan on the dose grid's case")
     row_of = np.full(n_grid, -1, dtype=np.int64)
     row_of[vi] = np.arange(vi.size)
@@ -161,14 +161,14 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
          predicted_dose_gy: np.ndarray | None = None,
          tolerances: Mapping[str, float] | None = None,
          settings: PlanSettings | None = None,
-         warm_start: np.ndarray | None = None,
-         bixel_mm: float | None = None) -> PlanResult:
+         warm_start: np.ndarray | None = None) -> PlanResult:
     """Plan one case: resolve goals, optimize the fluence, report every goal.
 
-    ``influence`` provides ``matrix`` (voxels x beamlets), ``voxel_index`` (flat grid
-    index of each row) and ``grid_shape``; for the smoothness term also ``beamlet_beam``
-    and ``beamlet_uv_mm``. ``warm_start`` is a previous fluence (re-optimization after a
-    goal edit); otherwise the solve starts from a uniform fluence.
+    ``influence`` (an `atp.dose.DoseInfluence`) provides ``matrix`` (voxels x beamlets),
+    ``voxel_index`` (flat grid index of each row) and ``grid``; for the smoothness term
+    also ``beamlet_beam``, ``beamlet_uv_mm`` and ``bixel_mm``. ``warm_start`` is a
+    previous fluence (re-optimization after a goal edit); otherwise the solve starts
+    from a uniform fluence.
     """
     settings = settings or PlanSettings()
     t0 = time.perf_counter()
@@ -189,7 +189,7 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
         from atp.planning.optimizer import neighbour_pairs
 
         pairs = neighbour_pairs(influence.beamlet_beam, influence.beamlet_uv_mm,
-                                bixel_mm=bixel_mm or 5.0)
+                                bixel_mm=influence.bixel_mm)
         smooth = SmoothnessTerm(pairs, settings.smoothness, float(w0.mean()))
     if settings.mode == "weighted":
         results = _weighted(problem, terms, resolved, w0, settings, smooth)

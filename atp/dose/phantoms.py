@@ -1,0 +1,60 @@
+"""Synthetic phantoms (water boxes, slabs, cylinders) for commissioning checks and tests.
+
+Every phantom is a `PatientCase` centred on world (0, 0, 0) mm (the centre of the grid),
+with a ``body`` ROI and, optionally, a ``ptv`` target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atp.cases.case import PatientCase, Roi
+from atp.dose.density import red_to_hu
+from atp.names import BODY
+
+
+def box_case(size_mm: tuple[float, float, float], spacing_mm: tuple[float, float, float], *,
+             hu: float = 0.0, patient_id: str = "water_box") -> PatientCase:
+    """A homogeneous box (CT number ``hu``) filling the whole grid, size and spacing (z, y, x)."""
+    n = tuple(max(1, int(round(s / d))) for s, d in zip(size_mm, spacing_mm, strict=True))
+    origin = tuple(-(k - 1) * d / 2 for k, d in zip(n, spacing_mm, strict=True))
+    ct = np.full(n, np.float32(hu), dtype=np.float32)
+    return PatientCase(patient_id=patient_id, ct_hu=ct, spacing_mm=tuple(spacing_mm),
+                       origin_mm=origin, rois={BODY: Roi(np.ones(n, dtype=bool), "external")})
+
+
+def world_axes_mm(case: PatientCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World coordinates (mm) of the voxel centres along z, y and x."""
+    return tuple(o + d * np.arange(k) for o, d, k in  # type: ignore[return-value]
+                 zip(case.origin_mm, case.spacing_mm, case.shape, strict=True))
+
+
+def add_slab(case: PatientCase, *, y_from_mm: float, y_to_mm: float, red: float) -> PatientCase:
+    """Set voxels with world ``y`` in [y_from, y_to) to relative electron density ``red``."""
+    _, y, _ = world_axes_mm(case)
+    sel = (y >= y_from_mm) & (y < y_to_mm)
+    case.ct_hu[:, sel, :] = np.float32(red_to_hu(red))
+    return case
+
+
+def add_target(case: PatientCase, mask: np.ndarray, *, name: str = "ptv") -> PatientCase:
+    case.rois[name] = Roi(np.asarray(mask, dtype=bool), "target")
+    return case
+
+
+def cylinder_case(*, radius_mm: float, length_mm: float, spacing_mm: float,
+                  target_radius_mm: float | None = None, margin_mm: float = 20.0,
+                  patient_id: str = "water_cylinder") -> PatientCase:
+    """A water cylinder along z (air around it) with an optional coaxial cylindrical target."""
+    side = 2 * (radius_mm + margin_mm)
+    case = box_case((length_mm, side, side), (spacing_mm,) * 3, hu=-1000.0, patient_id=patient_id)
+    _, y, x = world_axes_mm(case)
+    r2 = y[:, None] ** 2 + x[None, :] ** 2
+    inside = np.broadcast_to(r2 <= radius_mm**2, case.shape).copy()
+    case.ct_hu[inside] = 0.0
+    case.rois[BODY] = Roi(inside, "external")
+    if target_radius_mm is not None:
+        z, _, _ = world_axes_mm(case)
+        tz = np.abs(z) <= length_mm / 4
+        add_target(case, tz[:, None, None] & (r2 <= target_radius_mm**2)[None])
+    return case
