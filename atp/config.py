@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+from atp.sites import CONF_DIR, REPO_ROOT
+
+__all__ = ["CONF_DIR", "REPO_ROOT", "register_resolvers"]
 
 
 def register_resolvers() -> None:

@@ -82,3 +82,21 @@ def test_full_arc_around_a_cylinder_is_rotationally_symmetric():
         ring = ndimage.map_coordinates(dose, [py, px], order=1)
         assert ring.min() > 0
         assert (ring.max() - ring.min()) / ring.mean() < 0.03, (r, ring)
+
+
+def test_beams_written_for_one_side_are_mirrored_for_the_other():
+    from atp.dose import beams_from_config
+
+    cfg = {"technique": "imrt", "side": "left", "gantry_deg": [300, 40, 120]}
+    iso = (0.0, 0.0, 0.0)
+    left = beams_from_config(cfg, isocenter_mm=iso, laterality="left")
+    right = beams_from_config(cfg, isocenter_mm=iso, laterality="right")
+    assert [b.gantry_deg for b in left] == [300, 40, 120]
+    assert [b.gantry_deg for b in right] == [60, 320, 240]  # 360 - g
+    arc = {"technique": "vmat", "side": "left", "spacing_deg": 10,
+           "arcs": [{"start_deg": 300, "stop_deg": 60, "direction": "cw"}]}
+    l_angles = sorted(b.gantry_deg for b in beams_from_config(arc, isocenter_mm=iso,
+                                                              laterality="left"))
+    r_angles = sorted(b.gantry_deg for b in beams_from_config(arc, isocenter_mm=iso,
+                                                              laterality="right"))
+    assert r_angles == sorted((360 - g) % 360 for g in l_angles)

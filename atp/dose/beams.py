@@ -125,8 +125,13 @@ def arc_gantry_angles_deg(start_deg: float, stop_deg: float, *, direction: str =
 
 
 def beams_from_config(technique_cfg: Mapping[str, Any], *, isocenter_mm: Sequence[float],
-                      sad_mm: float = DEFAULT_SAD_MM) -> list[Beam]:
+                      sad_mm: float = DEFAULT_SAD_MM,
+                      laterality: str | None = None) -> list[Beam]:
     """Beams from a technique configuration.
+
+    A configuration may say for which treated ``side`` ("left"/"right") its angles are
+    written; a case of the other ``laterality`` gets them mirrored across the sagittal
+    plane (gantry g -> 360 - g, arcs reversed), as a planner would set them up.
 
     ``{"technique": "imrt", "gantry_deg": [0, 40, ...], "couch_deg": 0}`` gives one beam
     per gantry angle (``couch_deg`` a number or a list of the same length);
@@ -135,6 +140,11 @@ def beams_from_config(technique_cfg: Mapping[str, Any], *, isocenter_mm: Sequenc
     `arc_gantry_angles_deg` for every arc.
     """
     cfg = dict(technique_cfg)
+    side = cfg.pop("side", None)
+    if side not in (None, "left", "right"):
+        raise ValueError(f"technique 'side' must be left or right, got {side!r}")
+    if side and laterality in ("left", "right") and laterality != side:
+        cfg = _mirrored(cfg)
     technique = str(cfg.get("technique", "")).lower()
     iso = tuple(float(c) for c in isocenter_mm)
     if technique == "imrt":
@@ -168,3 +178,17 @@ def beams_from_config(technique_cfg: Mapping[str, Any], *, isocenter_mm: Sequenc
                            isocenter_mm=iso, sad_mm=sad_mm, label=f"arc{i + 1}") for g in angles]
         return beams
     raise ValueError(f"technique must be 'imrt' or 'vmat', got {cfg.get('technique')!r}")
+
+
+def _mirrored(cfg: dict) -> dict:
+    """The technique mirrored across the sagittal plane (gantry g -> 360 - g)."""
+    out = dict(cfg)
+    if "gantry_deg" in cfg:
+        out["gantry_deg"] = [(360.0 - float(g)) % 360.0 for g in cfg["gantry_deg"]]
+    if "arcs" in cfg:
+        flip = {"cw": "ccw", "ccw": "cw"}
+        out["arcs"] = [{**dict(a), "start_deg": (360.0 - float(a["start_deg"])) % 360.0,
+                        "stop_deg": (360.0 - float(a["stop_deg"])) % 360.0,
+                        "direction": flip.get(str(dict(a).get("direction", "cw")), "ccw")}
+                       for a in cfg["arcs"]]
+    return out

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atp import dosimetry
+
 _D_PCT = re.compile(r"^d(\d+(?:\.\d+)?)%$")
 _D_CC = re.compile(r"^d(\d+(?:\.\d+)?)cc$")
 _V_GY = re.compile(r"^v(\d+(?:\.\d+)?)gy(_cc|%)?$")
@@ -68,32 +70,26 @@ def parse_metric(name: str) -> Metric:
     )
 
 
-def _percentile(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q))
+def evaluate_metric(metric: Metric, dose_gy: np.ndarray, mask: np.ndarray, *,
+                    spacing_mm) -> float:
+    """Value of ``metric`` for the voxels of ``mask`` (NaN for an empty mask).
 
-
-def evaluate_metric(metric: Metric, dose_gy: np.ndarray, *, voxel_cc: float) -> float:
-    """Value of ``metric`` for the doses of one ROI's voxels (NaN for an empty ROI)."""
-    d = np.asarray(dose_gy, dtype=np.float64).ravel()
-    n = d.size
-    if n == 0:
-        return float("nan")
+    The computations are those of `atp.dosimetry` (numpy's linear percentiles).
+    """
     k, x = metric.kind, metric.param
     if k == "dmax":
-        return float(d.max())
+        return dosimetry.max_dose(dose_gy, mask)
     if k == "dmin":
-        return float(d.min())
+        return dosimetry.min_dose(dose_gy, mask)
     if k == "dmean":
-        return float(d.mean())
+        return dosimetry.mean_dose(dose_gy, mask)
     if k == "dpct":
-        return _percentile(d, 100.0 - x)
+        return dosimetry.dose_at_volume_percent(dose_gy, mask, percent=x)
     if k == "dcc":
-        return _percentile(d, float(np.clip(100.0 - 100.0 * x / (n * voxel_cc), 0.0, 100.0)))
-    if k == "vgy":
-        return 100.0 * np.count_nonzero(d >= x) / n
-    if k == "vgy_cc":
-        return np.count_nonzero(d >= x) * voxel_cc
+        return dosimetry.dose_at_volume_cc(dose_gy, mask, volume_cc=x, spacing_mm=spacing_mm)
+    if k in ("vgy", "vgy_cc"):
+        return dosimetry.volume_at_dose(dose_gy, mask, threshold_gy=x, spacing_mm=spacing_mm,
+                                        unit="percent" if k == "vgy" else "cc")
     if k == "hi":
-        d50 = _percentile(d, 50.0)
-        return (_percentile(d, 98.0) - _percentile(d, 2.0)) / d50 if d50 > 0 else float("nan")
+        return dosimetry.homogeneity_index_icru83(dose_gy, mask)
     raise ValueError(f"metric kind {k!r}")

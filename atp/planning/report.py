@@ -44,8 +44,8 @@ def goal_report(case: PatientCase, dose_gy: np.ndarray, resolved: list[ResolvedG
     out = []
     for r in resolved:
         m = r.goal.metric
-        achieved = evaluate_metric(m, dose_gy[structure_mask(case, r.roi)],
-                                   voxel_cc=case.voxel_volume_cc)
+        achieved = evaluate_metric(m, dose_gy, structure_mask(case, r.roi),
+                                   spacing_mm=case.spacing_mm)
         margin = (r.value - achieved) if r.goal.op == "<=" else (achieved - r.value)
         met = bool(margin >= -MET_RTOL * max(abs(r.value), 1e-6))
         out.append(GoalOutcome(label=r.label, roi=r.roi, metric=m.name, op=r.goal.op,

@@ -73,13 +73,13 @@ def resolve_goals(case: PatientCase, goal_list: GoalList, *,
         for roi in names:
             mask = structure_mask(case, roi)
             if mask is None or not mask.any():
-                skipped.append(f"{g.label} [{roi}]")
+                skipped.append(f"{g.metric.name}({roi})")
                 continue
             role = _role(case, g, roi)
             resolved.append(_value(case, g, roi, role, mask, where=where, rx=rx, rx_max=rx_max,
                                    target_prio=target_prio, predicted=predicted_dose_gy))
     for s in skipped:
-        log.info("patient %s: goal %s skipped (ROI absent or empty)", case.patient_id, s)
+        log.info("patient %s: goal on %s skipped (ROI absent or empty)", case.patient_id, s)
     return resolved, skipped
 
 
@@ -105,7 +105,7 @@ def _value(case, g: Goal, roi: str, role: str, mask, *, where, rx, rx_max, targe
                             "('value' or 'value_pct_rx')")
         return ResolvedGoal(g, roi, role, g.value, "user", rx_max)
     if predicted is not None:
-        pred = evaluate_metric(g.metric, predicted[mask], voxel_cc=case.voxel_volume_cc)
+        pred = evaluate_metric(g.metric, predicted, mask, spacing_mm=case.spacing_mm)
         return ResolvedGoal(g, roi, role, pred * (1.0 + g.tolerance_pct / 100.0), "predicted",
                             rx_max, pred)
     if g.value is None:

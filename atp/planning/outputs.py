@@ -1,0 +1,42 @@
+"""Write a plan's results into a run folder: arrays, goal report, DVH figure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from atp.cases import PatientCase
+from atp.io.atomic import atomic_open
+from atp.planning.planner import PlanResult
+from atp.planning.report import write_report_csv, write_report_json
+
+
+def save_plan(out_dir: str | os.PathLike, case: PatientCase, result: PlanResult, *,
+              predicted_dose_gy: np.ndarray | None = None, summary: dict | None = None
+              ) -> dict[str, Path]:
+    """Write ``plan.npz`` (fluence, dose), ``goal_report.csv/.json`` and ``dvh.png``."""
+    from atp.viz import plot_dvh_overlay, save_figure
+
+    out = Path(out_dir)
+    paths = {"plan": out / "plan.npz", "report_csv": out / "goal_report.csv",
+             "report_json": out / "goal_report.json", "dvh": out / "dvh.png"}
+    arrays = {"fluence": result.fluence, "dose_gy": result.dose_gy}
+    if predicted_dose_gy is not None:
+        arrays["predicted_dose_gy"] = predicted_dose_gy
+    with atomic_open(paths["plan"]) as fh:
+        np.savez_compressed(fh, **arrays)
+    write_report_csv(result.report, paths["report_csv"])
+    write_report_json(result.report, paths["report_json"], patient_id=case.patient_id,
+                      summary=result.summary(), all_p1_met=result.all_p1_met,
+                      goals_met=result.n_goals_met, goals_total=len(result.report),
+                      skipped=result.skipped, phases=result.phases, **(summary or {}))
+    doses = {"ATP plan": result.dose_gy}
+    if predicted_dose_gy is not None:
+        doses["prediction"] = predicted_dose_gy
+    if case.dose_gy is not None and case.dose_gy is not predicted_dose_gy:
+        doses["reference"] = case.dose_gy
+    save_figure(plot_dvh_overlay(case, doses, title=f"{case.patient_id}: {result.summary()}"),
+                paths["dvh"])
+    return paths

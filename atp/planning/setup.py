@@ -1,0 +1,53 @@
+"""Combine a site's facts with an institution's overlay (plain mappings, no Hydra).
+
+An institution overlay may hold, per site: ``beams`` (a technique replacing the site's),
+``prescriptions``, ``tolerance`` ({roi or goal name: t}) and ``goals`` (appended).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from atp.planning.goals import GoalList
+
+
+def _per_site(institution: Mapping | None, key: str, site: str) -> Any:
+    if not institution:
+        return None
+    return (institution.get(key) or {}).get(site)
+
+
+def goal_list_for(site_cfg: Mapping, institution: Mapping | None = None) -> GoalList:
+    """The site's goal list followed by the institution's extra goals for that site."""
+    name = site_cfg["name"]
+    goals = GoalList.from_dicts(site_cfg.get("goals") or [], source=f"site/{name}.yaml")
+    extra = _per_site(institution, "goals", name)
+    if extra:
+        goals = goals.extended(GoalList.from_dicts(
+            extra, source=f"institution/{institution.get('name', '?')}.yaml:goals.{name}"))
+    return goals
+
+
+def tolerances_for(site_cfg: Mapping, institution: Mapping | None = None,
+                   overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Institution tolerances for the site, then per-run/per-patient overrides on top."""
+    out = dict(_per_site(institution, "tolerance", site_cfg["name"]) or {})
+    out.update(overrides or {})
+    return {str(k): float(v) for k, v in out.items()}
+
+
+def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None) -> dict:
+    """The institution's technique for the site, else the site's default beams."""
+    cfg = _per_site(institution, "beams", site_cfg["name"]) or site_cfg.get("beams")
+    if not cfg:
+        raise ValueError(f"site '{site_cfg['name']}': no beams in the site or institution "
+                         "config")
+    return dict(cfg)
+
+
+def prescription_schemes_for(site_cfg: Mapping, institution: Mapping | None = None
+                             ) -> list[dict]:
+    """The institution's prescription schemes for the site, else the site's."""
+    schemes = _per_site(institution, "prescriptions", site_cfg["name"])
+    return [dict(s) for s in (schemes or site_cfg.get("prescriptions") or [])]

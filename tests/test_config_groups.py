@@ -1,0 +1,66 @@
+"""Every config group composes and instantiates; site and institution facts are valid."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from atp.config import CONF_DIR, register_resolvers
+from atp.dose import PencilBeamEngine, beams_from_config
+from atp.names import INSTITUTIONS, SITE_ORGANS, SITES, ptv_dose_gy
+from atp.planning import PlanSettings
+from atp.planning.setup import (
+    beam_config_for,
+    goal_list_for,
+    prescription_schemes_for,
+    tolerances_for,
+)
+
+
+def _compose(config_name: str, overrides: list[str]):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("engine", _group_options("engine"))
+def test_engine_group_instantiates(engine):
+    cfg = _compose("plan", [f"engine={engine}", "case=x"])
+    assert isinstance(instantiate(cfg.engine), PencilBeamEngine)
+
+
+@pytest.mark.parametrize("planner", _group_options("planner"))
+def test_planner_group_instantiates(planner):
+    cfg = _compose("plan", [f"planner={planner}", "case=x"])
+    settings = instantiate(cfg.planner, **cfg.site.conformity)
+    assert isinstance(settings, PlanSettings) and settings.mode == planner
+
+
+@pytest.mark.parametrize(("site", "institution"), list(itertools.product(SITES, INSTITUTIONS)))
+def test_site_and_institution_facts(site, institution):
+    cfg = _compose("plan", [f"site={site}", f"institution={institution}", "case=x"])
+    s = OmegaConf.to_container(cfg.site, resolve=True)
+    inst = OmegaConf.to_container(cfg.institution, resolve=True)
+    assert s["name"] == site and inst["name"] == institution
+    assert set(s["organs"]) == set(SITE_ORGANS[site])  # channel order uses DESIGN names
+    goals = goal_list_for(s, inst)  # validates every goal (site list + overlay)
+    assert any(g.priority == 1 for g in goals.goals)
+    assert any(g.roi.startswith("ptv") for g in goals.goals)
+    for laterality in ("left", "right"):
+        beams = beams_from_config(beam_config_for(s, inst), isocenter_mm=(0.0, 0.0, 0.0),
+                                  laterality=laterality)
+        assert len(beams) >= 5
+    for scheme in prescription_schemes_for(s, inst):
+        assert scheme["n_fractions"] >= 1 and all(d > 0 for d in scheme["levels_gy"])
+        assert ptv_dose_gy(f"ptv_{round(scheme['levels_gy'][0] * 100)}") is not None
+    tol = tolerances_for(s, inst, {"heart": -5})
+    assert tol["heart"] == -5.0
+    PlanSettings(**s["conformity"])  # the site's conformity block is a valid setting
