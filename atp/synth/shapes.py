@@ -1,0 +1,272 @@
+"""Geometric primitives on a voxel grid: superellipsoids, tubes and extruded sections.
+
+Every position, radius and axis is in world millimetres in (z, y, x) order, the order of
+the case arrays; world axes are the DICOM patient axes (x to the patient's left,
+y posterior, z superior). A primitive returns a boolean mask on the whole grid and only
+evaluates the voxels of its bounding box.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Vec3 = Sequence[float]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular voxel grid: ``shape`` (z, y, x), ``spacing_mm`` and ``origin_mm``."""
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+
+    @classmethod
+    def from_bounds(cls, lo_mm: Vec3, hi_mm: Vec3, spacing_mm: float | Vec3) -> Grid:
+        """The grid covering world box [lo, hi] (z, y, x), its centre on the box centre."""
+        sp = _vec3(spacing_mm)
+        lo, hi = np.asarray(lo_mm, np.float64), np.asarray(hi_mm, np.float64)
+        n = np.maximum(1, np.round((hi - lo) / sp).astype(int))
+        origin = (lo + hi) / 2 - (n - 1) * sp / 2
+        return cls(tuple(int(k) for k in n), tuple(float(d) for d in sp),  # type: ignore[arg-type]
+                   tuple(float(o) for o in origin))  # type: ignore[arg-type]
+
+    @property
+    def voxel_cc(self) -> float:
+        return float(np.prod(np.asarray(self.spacing_mm, np.float64))) / 1000.0
+
+    def axes_mm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World coordinates of the voxel centres along z, y and x."""
+        return tuple(o + d * np.arange(n) for o, d, n in  # type: ignore[return-value]
+                     zip(self.origin_mm, self.spacing_mm, self.shape, strict=True))
+
+    def window(self, lo_mm: Vec3, hi_mm: Vec3) -> tuple[slice, slice, slice]:
+        """Index slices of the voxels whose centres lie in the world box [lo, hi]."""
+        out = []
+        for o, d, n, a, b in zip(self.origin_mm, self.spacing_mm, self.shape, lo_mm, hi_mm,
+                                 strict=True):
+            i0 = max(0, math.ceil((a - o) / d - 1e-9))
+            i1 = min(n, math.floor((b - o) / d + 1e-9) + 1)
+            out.append(slice(i0, max(i0, i1)))
+        return tuple(out)  # type: ignore[return-value]
+
+    def coords(self, win: tuple[slice, slice, slice]) -> tuple[np.ndarray, ...]:
+        """Broadcastable world coordinates (z, y, x) of the voxels of ``win``."""
+        z, y, x = (ax[s] for ax, s in zip(self.axes_mm(), win, strict=True))
+        return z[:, None, None], y[None, :, None], x[None, None, :]
+
+    def nearest_index(self, point_mm: Vec3) -> tuple[int, int, int]:
+        """Index of the voxel nearest to a world point, clipped to the grid."""
+        return tuple(int(min(n - 1, max(0, round((p - o) / d)))) for p, o, d, n in  # type: ignore
+                     zip(point_mm, self.origin_mm, self.spacing_mm, self.shape, strict=True))
+
+    def empty(self) -> np.ndarray:
+        return np.zeros(self.shape, dtype=bool)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Per-axis scaling of a standard anatomy (body habitus): ``p`` for points, ``r`` for radii."""
+
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def p(self, z: float, y: float, x: float) -> tuple[float, float, float]:
+        sz, sy, sx = self.scale
+        return (z * sz, y * sy, x * sx)
+
+    def r(self, z: float, y: float, x: float) -> tuple[float, float, float]:
+        return self.p(z, y, x)
+
+
+def _vec3(v: float | Vec3) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (3,)).copy()
+    if not np.all(arr > 0):
+        raise ValueError(f"spacing_mm must be > 0, got {v!r}")
+    return arr
+
+
+def unit(v: Vec3) -> np.ndarray:
+    a = np.asarray(v, np.float64)
+    return a / np.linalg.norm(a)
+
+
+def axes_from(long_axis: Vec3, hint: Vec3 = (0.0, 1.0, 0.0)) -> np.ndarray:
+    """Orthonormal rows (long axis, second, third); the second as close to ``hint`` as can be."""
+    u = unit(long_axis)
+    h = np.asarray(hint, np.float64)
+    v = h - u * float(u @ h)
+    if np.linalg.norm(v) < 1e-6:  # hint parallel to the long axis
+        v = np.array([1.0, 0.0, 0.0]) - u * u[0]
+    v = unit(v)
+    return np.stack([u, v, np.cross(u, v)])
+
+
+def ellipsoid(grid: Grid, center: Vec3, radii: Vec3, *, power: float = 2.0,
+              axes: np.ndarray | None = None) -> np.ndarray:
+    """Superellipsoid ``sum |u_i / r_i|^power <= 1``.
+
+    Parameters
+    ----------
+    center, radii : (z, y, x) mm. Radii follow ``axes`` when given.
+    power : 2 gives an ellipsoid, larger values a rounded box.
+    axes : (3, 3) orthonormal rows, the body axes in world (z, y, x) components.
+    """
+    c = np.asarray(center, np.float64)
+    r = np.maximum(np.asarray(radii, np.float64), 1e-6)
+    out = grid.empty()
+    if axes is None:
+        reach = r * (3 ** 0.5 if power > 2 else 1.0)
+    else:
+        reach = np.full(3, r.max() * (3 ** 0.5 if power > 2 else 1.0))
+    win = grid.window(c - reach, c + reach)
+    if any(s.stop <= s.start for s in win):
+        return out
+    z, y, x = grid.coords(win)
+    d = (z - c[0], y - c[1], x - c[2])
+    if axes is not None:
+        a = np.asarray(axes, np.float64)
+        d = tuple(a[i, 0] * d[0] + a[i, 1] * d[1] + a[i, 2] * d[2] for i in range(3))
+    acc = sum(np.abs(di / ri) ** power for di, ri in zip(d, r, strict=True))
+    out[win] = acc <= 1.0
+    _mark(out, grid, c[None, :])
+    return out
+
+
+def _mark(mask: np.ndarray, grid: Grid, points: np.ndarray) -> None:
+    """Set the voxels nearest to ``points`` lying inside the grid: thin or small shapes stay
+    connected and non-empty on coarse grids."""
+    o, d = np.asarray(grid.origin_mm), np.asarray(grid.spacing_mm)
+    idx = np.round((points - o) / d).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < np.asarray(grid.shape)), axis=1)
+    if ok.any():
+        i = idx[ok]
+        mask[i[:, 0], i[:, 1], i[:, 2]] = True
+
+
+def tube(grid: Grid, points: Sequence[Vec3], radius_mm: float | Sequence[float]) -> np.ndarray:
+    """Union of capsules along a polyline; the radius may vary linearly between points."""
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    rad = np.broadcast_to(np.asarray(radius_mm, np.float64), (len(pts),))
+    out = grid.empty()
+    if len(pts) == 1:
+        return ellipsoid(grid, pts[0], (float(rad[0]),) * 3)
+    for a, b, ra, rb in zip(pts[:-1], pts[1:], rad[:-1], rad[1:], strict=True):
+        rmax = max(ra, rb)
+        win = grid.window(np.minimum(a, b) - rmax, np.maximum(a, b) + rmax)
+        if any(s.stop <= s.start for s in win):
+            continue
+        z, y, x = grid.coords(win)
+        ab = b - a
+        len2 = float(ab @ ab) or 1e-12
+        dz, dy, dx = z - a[0], y - a[1], x - a[2]
+        t = np.clip((dz * ab[0] + dy * ab[1] + dx * ab[2]) / len2, 0.0, 1.0)
+        d2 = (dz - t * ab[0]) ** 2 + (dy - t * ab[1]) ** 2 + (dx - t * ab[2]) ** 2
+        out[win] |= d2 <= (ra + t * (rb - ra)) ** 2
+    step = 0.5 * min(grid.spacing_mm)
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
+        n = max(2, int(np.ceil(np.linalg.norm(b - a) / step)) + 1)
+        _mark(out, grid, a + np.linspace(0.0, 1.0, n)[:, None] * (b - a))
+    return out
+
+
+@dataclass(frozen=True)
+class Section:
+    """A body outline: superellipse sections whose centre and semi-axes vary along z.
+
+    ``z_mm`` are knots (increasing); ``cy_mm, cx_mm, ay_mm, ax_mm`` the centre and semi-axes
+    at the knots, interpolated linearly in between and held beyond the ends.
+    """
+
+    z_mm: tuple[float, ...]
+    cy_mm: tuple[float, ...]
+    cx_mm: tuple[float, ...]
+    ay_mm: tuple[float, ...]
+    ax_mm: tuple[float, ...]
+    power: float = 2.0
+
+    def at(self, z_mm: np.ndarray | float) -> tuple[np.ndarray, ...]:
+        return tuple(np.interp(z_mm, self.z_mm, v) for v in
+                     (self.cy_mm, self.cx_mm, self.ay_mm, self.ax_mm))
+
+    def shrunk(self, d_mm: float) -> Section:
+        """The section moved inwards by ``d_mm`` along both semi-axes."""
+        return Section(self.z_mm, self.cy_mm, self.cx_mm,
+                       tuple(max(a - d_mm, 1.0) for a in self.ay_mm),
+                       tuple(max(a - d_mm, 1.0) for a in self.ax_mm), self.power)
+
+    def rho(self, grid: Grid) -> np.ndarray:
+        """Normalised superellipse radius of every voxel (<= 1 inside), float32."""
+        z, y, x = grid.axes_mm()
+        cy, cx, ay, ax = self.at(z)
+        u = np.abs((y[None, :, None] - cy[:, None, None]) / ay[:, None, None])
+        v = np.abs((x[None, None, :] - cx[:, None, None]) / ax[:, None, None])
+        p = self.power
+        return ((u ** p + v ** p) ** (1.0 / p)).astype(np.float32)
+
+    def mask(self, grid: Grid) -> np.ndarray:
+        return self.rho(grid) <= 1.0
+
+    def polar(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """Per voxel: depth outside the outline along the ray from the section centre (mm,
+        negative inside) and the ray angle (degrees, 0 anterior, +90 the patient's left)."""
+        z, y, x = grid.axes_mm()
+        cy, cx = self.at(z)[:2]
+        dy = y[None, :, None] - cy[:, None, None]
+        dx = x[None, None, :] - cx[:, None, None]
+        r = np.hypot(dy, dx)
+        rho = self.rho(grid).astype(np.float64)
+        excess = r * (1.0 - 1.0 / np.maximum(rho, 1e-9))
+        return excess.astype(np.float32), np.degrees(np.arctan2(dx, -dy)).astype(np.float32)
+
+
+def ensure_nonempty(mask: np.ndarray, grid: Grid, anchors: Sequence[Vec3]) -> np.ndarray:
+    """``mask``, or the voxels nearest to ``anchors`` when the mask is empty (coarse grids)."""
+    if mask.any() or not len(anchors):
+        return mask
+    out = mask.copy()
+    for p in anchors:
+        out[grid.nearest_index(p)] = True
+    return out
+
+
+def fit_scale(build: Callable[[float], tuple[np.ndarray, Any]], target_cc: float, *,
+              voxel_cc: float, s0: float = 1.0, rel_tol: float = 0.02,
+              max_iter: int = 12) -> tuple[float, np.ndarray, Any, float]:
+    """Find the scale ``s`` whose mask ``build(s)[0]`` has a volume near ``target_cc``.
+
+    ``build(s)`` returns (mask, payload) and should grow with ``s``. Secant steps on
+    log(volume) vs log(s), bracketed by bisection; the best try is returned as
+    (s, mask, payload, volume_cc).
+    """
+    s, lo, hi, prev = float(s0), None, None, None
+    best: tuple[float, float, np.ndarray, Any, float] | None = None
+    for _ in range(max_iter):
+        mask, payload = build(s)
+        vol = float(np.count_nonzero(mask)) * voxel_cc
+        err = abs(vol / target_cc - 1.0)
+        if best is None or err < best[0]:
+            best = (err, s, mask, payload, vol)
+        if err <= rel_tol:
+            break
+        if vol < target_cc:
+            lo = s
+        else:
+            hi = s
+        k = 3.0
+        if prev is not None and vol > 0 and prev[1] > 0 and prev[0] != s:
+            k = math.log(vol / prev[1]) / math.log(s / prev[0])
+            k = min(4.0, max(0.7, k)) if math.isfinite(k) else 3.0
+        nxt = s * 2.0 if vol == 0 else s * (target_cc / vol) ** (1.0 / k)
+        if lo is not None and hi is not None and not lo < nxt < hi:
+            nxt = math.sqrt(lo * hi)
+        prev = (s, vol)
+        if abs(nxt / s - 1.0) < 1e-4:
+            break
+        s = nxt
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
