@@ -6,10 +6,33 @@ from omegaconf import OmegaConf
 
 from atp.sites import CONF_DIR, REPO_ROOT
 
-__all__ = ["CONF_DIR", "REPO_ROOT", "register_resolvers"]
+__all__ = ["CONF_DIR", "REPO_ROOT", "print_config", "register_resolvers"]
+
+
+def _in_channels(organs, include_ct) -> int:
+    """Input channels of the network: organs, the targets' Rx map, optionally the CT."""
+    return len(organs) + 1 + int(bool(include_ct))
+
+
+def _roi_names(organs) -> list[str]:
+    """ROI channels of a batch: the organs, then the target union."""
+    return [*organs, "targets"]
 
 
 def register_resolvers() -> None:
-    """Register ``${atp_repo_root:}`` (idempotent)."""
-    if not OmegaConf.has_resolver("atp_repo_root"):
-        OmegaConf.register_new_resolver("atp_repo_root", lambda: str(REPO_ROOT))
+    """Register ``atp_repo_root``, ``atp_in_channels`` and ``atp_roi_names`` (idempotent)."""
+    for name, fn in (("atp_repo_root", lambda: str(REPO_ROOT)),
+                     ("atp_in_channels", _in_channels), ("atp_roi_names", _roi_names)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def print_config(cfg, path=None) -> str:
+    """The resolved config as a YAML tree: printed, and saved to ``path`` if given."""
+    from atp.io.atomic import atomic_write_text
+
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    print(text)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text

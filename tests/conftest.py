@@ -24,3 +24,50 @@ def openkbp_cases(openkbp_dir):
     report = load_openkbp_dataset(openkbp_dir, progress=False)
     assert not report.skipped, report.skipped
     return report.cases
+
+
+@pytest.fixture(scope="session")
+def tiny_cohorts(tmp_path_factory):
+    """Three-patient synthetic cohorts of every site on a 12 mm grid (short plans).
+
+    Laid out as ``train.py`` expects them under ``paths.data_dir`` (institution A, seed
+    2020), so a training run finds them instead of building its own.
+    """
+    from atp.dose import PencilBeamEngine
+    from atp.names import SITES
+    from atp.planning import PlanSettings
+    from atp.sites import load_institution_config, load_site_config
+    from atp.synth.cohort import build_cohort
+
+    data_dir = tmp_path_factory.mktemp("data")
+    inst = load_institution_config("A")
+    for site in SITES:
+        cfg = load_site_config(site)
+        build_cohort(data_dir / "synthetic" / site / "A_12.0mm_seed2020", site_cfg=cfg,
+                     institution=inst, n=3, seed=2020, spacing_mm=12.0,
+                     engine=PencilBeamEngine(),
+                     settings=PlanSettings(max_iter=40, p1_rounds=1, **cfg["conformity"]),
+                     progress=False)
+    return data_dir
+
+
+@pytest.fixture()
+def compose_train(tmp_path):
+    """Compose ``conf/train.yaml`` with overrides, tmp paths and a CSV logger."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from atp.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+
+    def _compose(overrides: list[str], *, data_dir=None):
+        base = [f"paths.log_dir={tmp_path / 'logs'}",
+                f"paths.data_dir={data_dir or tmp_path / 'data'}"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=base + overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    return _compose

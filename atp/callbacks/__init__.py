@@ -1,0 +1,5 @@
+"""Lightning callbacks (DL layer)."""
+
+from atp.callbacks.dosimetry import DosimetryLogger
+
+__all__ = ["DosimetryLogger"]

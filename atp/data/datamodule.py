@@ -1,0 +1,204 @@
+"""Lightning data modules: one per site, over the synthetic cohort, OpenKBP or a folder.
+
+The base class reads cases through `CaseDataset`; a site class exists only where the
+behaviour differs (breast: left-sided cases are mirrored to a canonical right side).
+`datamodule_for_site` picks the class for a site, so configs stay free of code choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from atp.cases import CaseError
+from atp.data.channels import input_channels
+from atp.data.dataset import CaseDataset
+
+log = logging.getLogger(__name__)
+SOURCES = ("synthetic", "openkbp", "folder")
+
+
+class DoseDataModule(pl.LightningDataModule):
+    """Train/val/test cases of one site.
+
+    Parameters
+    ----------
+    site : mapping
+        The site config (``name``, ``organs``, ``reference_rx_gy``, ...).
+    source : {"synthetic", "openkbp", "folder"}
+    root : path
+        The cohort folder (with ``manifest.json``), the OpenKBP folder (``train-pats``,
+        ``validation-pats``) or a folder of case files.
+    cohort : mapping, optional
+        ``{n, seed, spacing_mm}``: `prepare_data` builds a missing synthetic cohort with
+        them, the built-in engine and the site's planner settings (``institution`` gives
+        the beams and prescriptions).
+    """
+
+    mirror_to: str | None = None
+
+    def __init__(self, *, site: Mapping, source: str, root: str, include_ct: bool = True,
+                 patch_size: Sequence[int] = (64, 64, 64), batch_size: int = 2,
+                 iterations_per_epoch: int = 500, num_workers: int = 0,
+                 augmentation: Callable[[dict], dict] | None = None,
+                 required_rois: Sequence[str] = (), val_fraction: float = 0.2,
+                 cohort: Mapping | None = None, institution: Mapping | None = None,
+                 seed: int = 2020, max_cases: int | None = None):
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"data.source '{source}' is not one of {SOURCES}")
+        self.site = dict(site)
+        self.source = source
+        self.root = Path(root)
+        self.include_ct = include_ct
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.iterations_per_epoch = iterations_per_epoch
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.required_rois = tuple(required_rois)
+        self.val_fraction = val_fraction
+        self.cohort = dict(cohort) if cohort else None
+        self.institution = dict(institution) if institution else None
+        self.seed = seed
+        self.max_cases = max_cases
+        self.splits: dict[str, list[Path]] = {}
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def organs(self) -> list[str]:
+        return list(self.site["organs"])
+
+    @property
+    def reference_rx_gy(self) -> float:
+        return float(self.site["reference_rx_gy"])
+
+    @property
+    def channel_names(self) -> list[str]:
+        return input_channels(self.organs, include_ct=self.include_ct)
+
+    @property
+    def roi_names(self) -> list[str]:
+        return self.organs + ["targets"]
+
+    # ------------------------------------------------------------------ splits
+    def prepare_data(self) -> None:
+        if self.source == "synthetic" and not (self.root / "manifest.json").is_file():
+            if self.cohort is None:
+                raise CaseError(str(self.root), "manifest.json",
+                                "no synthetic cohort: run python cohort.py site=... first")
+            from atp.dose import PencilBeamEngine
+            from atp.planning import PlanSettings
+            from atp.synth.cohort import build_cohort
+
+            log.info("no synthetic cohort at %s: building it (%s)", self.root, self.cohort)
+            build_cohort(self.root, site_cfg=self.site, institution=self.institution,
+                         n=int(self.cohort["n"]), seed=int(self.cohort["seed"]),
+                         spacing_mm=float(self.cohort["spacing_mm"]),
+                         engine=PencilBeamEngine(),
+                         settings=PlanSettings(**self.site.get("conformity", {})))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if self.source == "synthetic":
+            from atp.synth.cohort import read_manifest
+
+            manifest = read_manifest(self.root)
+            for split in ("train", "val", "test"):
+                self.splits[split] = [self.root / p["file"] for p in manifest["patients"]
+                                      if p["split"] == split]
+        elif self.source == "openkbp":
+            from atp.io.openkbp import patient_folders
+
+            folders = patient_folders(self.root)
+            self.splits["train"] = [f for f in folders if f.parent.name == "train-pats"]
+            self.splits["val"] = [f for f in folders if f.parent.name == "validation-pats"]
+            self.splits["test"] = [f for f in folders if f.parent.name == "test-pats"] or \
+                self.splits["val"]
+        else:
+            files = sorted(self.root.glob("*.npz"))
+            val = [f for f in files if _hash01(f.stem) < self.val_fraction]
+            self.splits["train"] = [f for f in files if f not in val]
+            self.splits["val"] = self.splits["test"] = val
+        if self.max_cases:
+            self.splits = {k: v[: self.max_cases] for k, v in self.splits.items()}
+        if not self.splits["train"] or not self.splits["val"]:
+            raise CaseError(str(self.root), "splits", f"need training and validation cases, "
+                            f"got {({k: len(v) for k, v in self.splits.items()})}")
+        log.info("%s data from %s: %s", self.site["name"], self.root,
+                 {k: len(v) for k, v in self.splits.items()})
+
+    def dataset(self, split: str, *, transform=None) -> CaseDataset:
+        return CaseDataset(self.splits[split], site=self.site["name"], organs=self.organs,
+                           reference_rx_gy=self.reference_rx_gy, include_ct=self.include_ct,
+                           required=self.required_rois, transform=transform,
+                           mirror_to=self.mirror_to)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train", transform=self.augmentation or _pad_crop(self.patch_size))
+        n = self.iterations_per_epoch * self.batch_size
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
+                          sampler=RandomSampler(ds, replacement=True, num_samples=n,
+                                                generator=gen),
+                          persistent_workers=self.num_workers > 0, collate_fn=collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("val"), batch_size=1, num_workers=self.num_workers,
+                          collate_fn=collate)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("test"), batch_size=1, num_workers=self.num_workers,
+                          collate_fn=collate)
+
+    def mean_training_dose(self) -> float:
+        """Mean normalized dose inside the body over the training cases (a baseline)."""
+        ds = self.dataset("train")
+        total, count = 0.0, 0
+        for i in range(len(ds)):
+            s = ds.load(i)
+            total += float(s["dose"][s["body"]].sum(dtype=np.float64))
+            count += int(s["body"].sum())
+        return total / max(count, 1)
+
+
+class BreastDataModule(DoseDataModule):
+    """Breast: left-sided cases are mirrored to the right before they reach the network."""
+
+    mirror_to = "right"
+
+
+SITE_CLASSES: dict[str, type[DoseDataModule]] = {"breast": BreastDataModule}
+
+
+def datamodule_for_site(*, site: Mapping, **kwargs) -> DoseDataModule:
+    """The data module class for ``site['name']`` (the base class unless it differs)."""
+    return SITE_CLASSES.get(site["name"], DoseDataModule)(site=site, **kwargs)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors; keep strings and flags as lists."""
+    out = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        out[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+    return out
+
+
+def _hash01(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def _pad_crop(patch_size):
+    from atp.data.augment import build_augmentation
+
+    return build_augmentation("none", patch_size=patch_size)
