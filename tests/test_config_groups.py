@@ -64,3 +64,50 @@ def test_site_and_institution_facts(site, institution):
     tol = tolerances_for(s, inst, {"heart": -5})
     assert tol["heart"] == -5.0
     PlanSettings(**s["conformity"])  # the site's conformity block is a valid setting
+
+
+TRAIN_GROUPS = ("augmentation", "net", "loss", "optimizer", "scheduler", "trainer",
+                "callbacks", "logger")
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in TRAIN_GROUPS
+                                               for o in _group_options(g)])
+def test_every_training_group_option_instantiates(group, option, tmp_path):
+    import torch
+
+    overrides = [f"{group}={option}", f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path}"]
+    if option in ("gpu", "ddp"):
+        pytest.skip("needs a GPU") if not torch.cuda.is_available() else None
+    cfg = _compose("train", overrides)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    node = cfg[group]
+    if group == "optimizer":
+        obj = instantiate(node)(params=[torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(obj, torch.optim.Optimizer)
+    elif group == "scheduler":
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        assert instantiate(node)(optimizer=opt) is not None
+    elif group in ("callbacks", "logger"):
+        objs = [instantiate(c) for c in (node or {}).values()]
+        assert all(o is not None for o in objs)
+    else:
+        assert instantiate(node) is not None
+
+
+@pytest.mark.parametrize("data", _group_options("data"))
+def test_data_and_model_groups_instantiate(data, tmp_path):
+    from atp.data import DoseDataModule
+    from atp.models import DosePredictionModule
+
+    cfg = _compose("train", [f"data={data}", "site=breast", f"paths.log_dir={tmp_path}",
+                             f"paths.data_dir={tmp_path}", "debug=fast_dev_run"])
+    site = OmegaConf.to_container(cfg.site, resolve=True)
+    dm = instantiate(cfg.data, site=site, _convert_="all")
+    assert isinstance(dm, DoseDataModule)
+    assert type(dm).__name__ == "BreastDataModule"  # the site class where behaviour differs
+    model = instantiate(cfg.model)
+    assert isinstance(model, DosePredictionModule)
+    assert model.net.in_channels == len(dm.channel_names)

@@ -134,8 +134,13 @@ def build_terms(case: PatientCase, influence, resolved: list[ResolvedGoal],
         elif m.kind in ("dpct", "dcc"):
             pct = m.param if m.kind == "dpct" else 100.0 * m.param / (rr.size * voxel_cc)
             pct = float(np.clip(pct, 0.0, 100.0))
-            terms.append(Term("upper_dvh" if upper else "lower_dvh", limit_gy=r.value,
-                              volume_pct=pct, **kw))
+            if upper and pct * rr.size / 100.0 < 1.0:
+                # less than one voxel may exceed the limit (D0.03cc on coarse grids): a
+                # dose-volume penalty would ignore the hottest voxel, so limit the maximum
+                terms.append(Term("upper_max", limit_gy=r.value, **kw))
+            else:
+                terms.append(Term("upper_dvh" if upper else "lower_dvh", limit_gy=r.value,
+                                  volume_pct=pct, **kw))
         elif m.kind in ("vgy", "vgy_cc"):
             pct = r.value if m.kind == "vgy" else 100.0 * r.value / (rr.size * voxel_cc)
             terms.append(Term("upper_dvh" if upper else "lower_dvh", limit_gy=m.param,
@@ -192,7 +197,8 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
                                 bixel_mm=influence.bixel_mm)
         smooth = SmoothnessTerm(pairs, settings.smoothness, float(w0.mean()))
     if settings.mode == "weighted":
-        results = _weighted(problem, terms, resolved, w0, settings, smooth)
+        results = _weighted(problem, terms, resolved, w0, settings, smooth,
+                            lambda w: _p1_unmet(case, influence, problem, resolved, w))
     else:
         results = _lexicographic(problem, terms, w0, settings, smooth)
     last = results[-1][1]
@@ -210,22 +216,20 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
                  "evaluations": r.n_evaluations, "wall_s": r.wall_s} for name, r in results])
 
 
-def _p1_violations(problem, terms, resolved, w) -> set[int]:
-    """Indices of resolved P1 goals whose term is still violated (penalty > 0)."""
-    dose = problem.dose(w)
-    bad = set()
-    for t in terms:
-        if t.goal_index is not None and resolved[t.goal_index].goal.priority == 1:
-            f, _ = t.value_grad(dose)
-            if f > 1e-10:
-                bad.add(t.goal_index)
-    return bad
+def _p1_unmet(case, influence, problem, resolved, w) -> set[int]:
+    """Indices of the resolved priority-1 goals that the fluence ``w`` does not meet."""
+    vi, n_grid = _rows(influence)
+    dose = np.zeros(n_grid, dtype=np.float32)
+    dose[vi] = problem.dose(w)
+    p1 = [i for i, r in enumerate(resolved) if r.goal.priority == 1]
+    report = goal_report(case, dose.reshape(case.shape), [resolved[i] for i in p1])
+    return {i for i, o in zip(p1, report, strict=True) if not o.met}
 
 
-def _weighted(problem, terms, resolved, w0, s: PlanSettings, smooth):
+def _weighted(problem, terms, resolved, w0, s: PlanSettings, smooth, p1_unmet):
     results = [("weighted", problem.solve(terms, w0, max_iter=s.max_iter, smooth=smooth))]
     for k in range(s.p1_rounds):
-        bad = _p1_violations(problem, terms, resolved, results[-1][1].fluence)
+        bad = p1_unmet(results[-1][1].fluence)
         if not bad:
             break
         for t in terms:
