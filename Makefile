@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 # Where the OpenKBP sample lies (the repository's sibling folder `shared/`).
 OPENKBP_DIR ?= ../shared/data/openkbp-sample
 DEMO_OUT    ?= outputs/demo
+DEMO_SITE   ?= lung
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-openkbp test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The main job on the built-in default: synthetic cohort -> training -> evaluation (CPU preset).
 demo: $(VENV)/.installed
-	$(BIN)/python -m atp.demo --openkbp-dir $(OPENKBP_DIR) --out $(DEMO_OUT)
+	$(BIN)/python cohort.py site=$(DEMO_SITE) spacing_mm=6 n=24 hydra.run.dir=$(DEMO_OUT)/cohort
+	$(BIN)/python train.py site=$(DEMO_SITE) experiment=cpu_quick logger=csv hydra.run.dir=$(DEMO_OUT)/train
+	$(BIN)/python evaluate.py site=$(DEMO_SITE) institution=A experiment=cpu_quick \
+	    ckpt_path=$(DEMO_OUT)/train/checkpoints/last.ckpt hydra.run.dir=$(DEMO_OUT)/evaluate
+	@echo "report: $(DEMO_OUT)/evaluate/report.html"
+
+# A short tour on the OpenKBP sample: baseline prediction, challenge scores, one plan.
+demo-openkbp: $(VENV)/.installed
+	$(BIN)/python -m atp.demo --openkbp-dir $(OPENKBP_DIR) --out outputs/demo-openkbp
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -29,6 +39,8 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m atp.bench.dose_engine
+	$(BIN)/python -m atp.bench.optimizer
+	$(BIN)/python -m atp.bench.train_step --sizes 64
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -41,7 +41,7 @@ def train(cfg: DictConfig) -> dict:
     from atp.config import print_config
 
     out_dir = Path(cfg.paths.output_dir)
-    print_config(cfg, out_dir / "config_tree.txt")
+    print_config(cfg, out_dir / "config.yaml")  # evaluate.py rebuilds the net from it
     pl.seed_everything(cfg.seed, workers=True)
     if not torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu") \
             and tuple(cfg.patch_size) == (128, 128, 128):

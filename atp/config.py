@@ -19,10 +19,16 @@ def _roi_names(organs) -> list[str]:
     return [*organs, "targets"]
 
 
+def _mm(value) -> str:
+    """A length for folder names: 6, 6.0 and "6" all give ``6mm``; 2.5 gives ``2.5mm``."""
+    return f"{float(value):g}mm"
+
+
 def register_resolvers() -> None:
-    """Register ``atp_repo_root``, ``atp_in_channels`` and ``atp_roi_names`` (idempotent)."""
+    """Register the ``atp_*`` resolvers used by ``conf/`` (idempotent)."""
     for name, fn in (("atp_repo_root", lambda: str(REPO_ROOT)),
-                     ("atp_in_channels", _in_channels), ("atp_roi_names", _roi_names)):
+                     ("atp_in_channels", _in_channels), ("atp_roi_names", _roi_names),
+                     ("atp_mm", _mm)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

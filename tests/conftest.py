@@ -43,7 +43,7 @@ def tiny_cohorts(tmp_path_factory):
     inst = load_institution_config("A")
     for site in SITES:
         cfg = load_site_config(site)
-        build_cohort(data_dir / "synthetic" / site / "A_12.0mm_seed2020", site_cfg=cfg,
+        build_cohort(data_dir / "synthetic" / site / "A_12mm_seed2020", site_cfg=cfg,
                      institution=inst, n=3, seed=2020, spacing_mm=12.0,
                      engine=PencilBeamEngine(),
                      settings=PlanSettings(max_iter=40, p1_rounds=1, **cfg["conformity"]),

@@ -16,7 +16,7 @@ from atp.synth import cohort as cohort_mod
 
 
 def _dir(root, site):
-    return root / "synthetic" / site / "A_12.0mm_seed2020"
+    return root / "synthetic" / site / "A_12mm_seed2020"
 
 
 @pytest.mark.parametrize("site", SITES)

@@ -35,6 +35,9 @@ def test_fast_dev_run_on_openkbp(openkbp_dir, compose_train):
 def test_every_experiment_runs_with_fast_dev_run(experiment, tiny_cohorts, compose_train):
     from train import train
 
+    plain = compose_train([f"experiment={experiment}"])
+    if experiment == "cpu_quick":  # the experiment's values win over train.yaml's
+        assert plain.grid_spacing_mm == 6.0 and list(plain.patch_size) == [48, 48, 48]
     # the experiment first, then the debug limits on top (as on the command line)
     cfg = compose_train([f"experiment={experiment}", "site=lung", *FAST],
                         data_dir=tiny_cohorts)

@@ -42,6 +42,11 @@ class DosePredictionModule(pl.LightningModule):
                  sw_overlap: float = 0.25, bf16: bool = False,
                  baseline_dose: float | None = None):
         super().__init__()
+        # plain types, so that checkpoints load with torch's weights-only unpickler
+        roi_names = [str(n) for n in roi_names]
+        patch_size = [int(p) for p in patch_size]
+        reference_rx_gy = float(reference_rx_gy)
+        baseline_dose = None if baseline_dose is None else float(baseline_dose)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.net = net
         self.loss_fn = loss

@@ -1,0 +1,277 @@
+"""Cohort comparisons of plan endpoints: new (ATP) vs reference (manual) plans.
+
+Input rows are plain dicts, one per (case, plan, metric)::
+
+    {"case", "site", "institution", "plan", "metric", "value", "unit",
+     "higher_is_better", "kind"}
+
+Relative differences follow `atp.dosimetry.stats.relative_difference_percent`:
+positive means the new plan is better (lower organ dose, higher coverage). Every
+function returns a list of flat dicts, ready for `write_table` or the HTML report.
+Groups are per (site, institution); with ``pooled=True`` each site also gets an
+institution ``"all"`` group that pools the cases of every institution.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from atp.dosimetry.stats import (
+    bonferroni,
+    mean_difference_ci,
+    paired_ttest,
+    relative_difference_percent,
+)
+from atp.io.atomic import atomic_open
+
+ALL = "all"
+
+_Key = tuple[str, str, str]  # (site, institution, metric)
+
+
+def _groups(site: str, institution: str, pooled: bool) -> tuple[tuple[str, str], ...]:
+    return ((site, institution), (site, ALL)) if pooled else ((site, institution),)
+
+
+def _index(rows: Iterable[Mapping], *, pooled: bool) -> tuple[dict, dict]:
+    """values[(site, inst, metric)][plan][(institution, case)] = value; meta per key."""
+    values: dict[_Key, dict[str, dict[tuple[str, str], float]]] = {}
+    meta: dict[_Key, dict] = {}
+    seen: set[tuple] = set()
+    for r in rows:
+        ident = (r["institution"], r["case"], r["plan"], r["metric"])
+        if ident in seen:
+            raise ValueError(f"duplicate endpoint row for {ident}")
+        seen.add(ident)
+        for site, inst in _groups(r["site"], r["institution"], pooled):
+            key = (site, inst, r["metric"])
+            m = meta.setdefault(key, {"unit": r.get("unit", ""), "kind": r.get("kind", ""),
+                                      "higher_is_better": bool(r.get("higher_is_better"))})
+            if m["higher_is_better"] != bool(r.get("higher_is_better")):
+                raise ValueError(f"inconsistent higher_is_better for metric {r['metric']!r}")
+            per_plan = values.setdefault(key, {}).setdefault(r["plan"], {})
+            per_plan[(r["institution"], r["case"])] = float(r["value"])
+    return values, meta
+
+
+def _ordered(keys: Iterable[_Key]) -> list[_Key]:
+    """Sites and institutions sorted (``"all"`` last in a site), metrics in first-seen order."""
+    keys = list(keys)
+    first = {k[2]: i for i, k in reversed(list(enumerate(keys)))}
+    return sorted(keys, key=lambda k: (k[0], k[1] == ALL, k[1], first[k[2]]))
+
+
+def _paired_arrays(per_plan: Mapping, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of plans ``a`` and ``b`` (float64) over the cases present in both."""
+    va, vb = per_plan.get(a, {}), per_plan.get(b, {})
+    cases = [c for c in va if c in vb]
+    return (np.array([va[c] for c in cases], dtype=np.float64),
+            np.array([vb[c] for c in cases], dtype=np.float64))
+
+
+def _mean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean(dtype=np.float64)) if x.size else math.nan
+
+
+def _mean_ci(x: np.ndarray, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``x`` (NaN dropped) and its two-sided t confidence interval."""
+    return mean_difference_ci(x, np.zeros_like(x), confidence=confidence)
+
+
+def compare_plans(rows: Iterable[Mapping], *, new: str = "ATP", reference: str = "MNL",
+                  alpha: float = 0.05, pooled: bool = True) -> list[dict]:
+    """Paired new-vs-reference statistics per (site, institution, metric).
+
+    Per metric: ``n`` paired cases, the plan means, the mean relative difference (%,
+    positive = new better) with its 95 % t interval, the two-tailed paired t-test
+    ``p`` of new vs reference, ``p_bonferroni`` = min(p * m, 1) where ``m_tests`` is
+    the number of metrics with a defined p value in the same (site, institution)
+    group, and ``flag``: ``"better"``/``"worse"`` when ``p_bonferroni < alpha`` (sign
+    of the mean relative difference), else ``"n.s."``. Fewer than 2 pairs or
+    zero-variance differences give ``p`` NaN and ``"n.s."``.
+    """
+    values, meta = _index(rows, pooled=pooled)
+    out: list[dict] = []
+    for key in _ordered(values):
+        site, inst, metric = key
+        v_new, v_ref = _paired_arrays(values[key], new, reference)
+        if v_new.size == 0:
+            continue
+        hib = meta[key]["higher_is_better"]
+        rel = np.asarray(relative_difference_percent(v_ref, v_new, higher_is_better=hib),
+                         dtype=np.float64)
+        mean_rel, lo, hi = _mean_ci(rel)
+        out.append({
+            "site": site, "institution": inst, "metric": metric,
+            "unit": meta[key]["unit"], "kind": meta[key]["kind"], "higher_is_better": hib,
+            "new": new, "reference": reference, "n": int(v_new.size),
+            "mean_new": _mean(v_new), "mean_reference": _mean(v_ref),
+            "mean_rel_diff_pct": mean_rel, "ci_lo_pct": lo, "ci_hi_pct": hi,
+            "p": paired_ttest(v_new, v_ref),
+        })
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in out:
+        groups.setdefault((row["site"], row["institution"]), []).append(row)
+    for members in groups.values():
+        p = np.array([r["p"] for r in members], dtype=np.float64)
+        adjusted = bonferroni(p)
+        m = int(np.count_nonzero(~np.isnan(p)))
+        for r, p_adj in zip(members, adjusted, strict=True):
+            r["p_bonferroni"] = float(p_adj)
+            r["m_tests"] = m
+            significant = bool(p_adj < alpha) and not math.isnan(r["mean_rel_diff_pct"])
+            if significant and r["mean_rel_diff_pct"] > 0:
+                r["flag"] = "better"
+            elif significant and r["mean_rel_diff_pct"] < 0:
+                r["flag"] = "worse"
+            else:
+                r["flag"] = "n.s."
+    return out
+
+
+def compare_to_prediction(rows: Iterable[Mapping], *, plan: str = "ATP",
+                          prediction: str = "prediction", pooled: bool = True) -> list[dict]:
+    """Plan organ doses against the predicted dose, per (site, institution, metric).
+
+    Per case ``(D_plan - D_pred) / D_pred * 100`` (positive = plan dose above the
+    prediction); cases with ``D_pred == 0`` are skipped. Only ``kind == "organ"`` rows.
+    Returns ``n``, the means and the mean relative difference with its 95 % t interval.
+    """
+    organ = [r for r in rows if r.get("kind") == "organ" and r["plan"] in (plan, prediction)]
+    values, meta = _index(organ, pooled=pooled)
+    out: list[dict] = []
+    for key in _ordered(values):
+        d_plan, d_pred = _paired_arrays(values[key], plan, prediction)
+        keep = (d_pred != 0.0) & ~np.isnan(d_pred) & ~np.isnan(d_plan)
+        d_plan, d_pred = d_plan[keep], d_pred[keep]
+        if d_plan.size == 0:
+            continue
+        rel = (d_plan - d_pred) / d_pred * 100.0
+        mean_rel, lo, hi = _mean_ci(rel)
+        out.append({
+            "site": key[0], "institution": key[1], "metric": key[2],
+            "unit": meta[key]["unit"], "plan": plan, "n": int(d_plan.size),
+            "mean_plan": _mean(d_plan), "mean_prediction": _mean(d_pred),
+            "mean_rel_diff_pct": mean_rel, "ci_lo_pct": lo, "ci_hi_pct": hi,
+        })
+    return out
+
+
+def goal_pass_rates(goal_rows: Iterable[Mapping], *, pooled: bool = True) -> list[dict]:
+    """Per (site, institution, plan): cases, P1 pass rate and criteria pass rate.
+
+    ``p1_pass_rate`` is the share of cases meeting every priority-1 goal;
+    ``criteria_pass_rate`` the mean over cases of ``goals_met / goals_total`` (cases
+    without goals are left out of that mean). Both are fractions in [0, 1].
+    """
+    acc: dict[tuple[str, str, str], dict[str, list]] = {}
+    for r in goal_rows:
+        for site, inst in _groups(r["site"], r["institution"], pooled):
+            a = acc.setdefault((site, inst, r["plan"]), {"p1": [], "share": []})
+            a["p1"].append(bool(r["p1_met"]))
+            total = int(r["goals_total"])
+            if total > 0:
+                a["share"].append(int(r["goals_met"]) / total)
+    out = []
+    for (site, inst, plan) in sorted(acc, key=lambda k: (k[0], k[1] == ALL, k[1], k[2])):
+        a = acc[(site, inst, plan)]
+        share = np.array(a["share"], dtype=np.float64)
+        out.append({
+            "site": site, "institution": inst, "plan": plan, "cases": len(a["p1"]),
+            "p1_pass_rate": float(np.mean(a["p1"], dtype=np.float64)),
+            "criteria_pass_rate": float(share.mean(dtype=np.float64)) if share.size
+            else math.nan,
+        })
+    return out
+
+
+def preference_proxy(rows: Iterable[Mapping], *, new: str = "ATP", reference: str = "MNL",
+                     pooled: bool = True) -> list[dict]:
+    """Metric-count proxy for plan preference. NOT a physician's preference.
+
+    A stand-in for a blinded physician choice: per case it counts the metrics where
+    ``new`` beats ``reference`` (higher value when ``higher_is_better``, lower
+    otherwise; ties count for neither) out of the metrics both plans have. Rows with
+    ``level == "case"`` hold those counts and ``new_wins_majority`` (more than half of
+    the compared metrics); rows with ``level == "group"`` hold, per (site,
+    institution), the share of cases where ``new`` wins the majority. All metrics
+    weigh the same, which no clinician would do: read it as a summary of the
+    endpoint table, not as a judgement of plan quality.
+    """
+    per_case: dict[tuple[str, str, str], dict[str, dict[str, tuple[float, bool]]]] = {}
+    for r in rows:
+        if r["plan"] not in (new, reference):
+            continue
+        plans = per_case.setdefault((r["site"], r["institution"], r["case"]), {})
+        plans.setdefault(r["plan"], {})[r["metric"]] = (float(r["value"]),
+                                                         bool(r["higher_is_better"]))
+    case_rows: list[dict] = []
+    for (site, inst, case) in sorted(per_case):
+        a, b = per_case[(site, inst, case)].get(new, {}), per_case[(site, inst, case)].get(
+            reference, {})
+        wins = losses = ties = 0
+        for metric, (v_new, hib) in a.items():
+            if metric not in b or math.isnan(v_new) or math.isnan(b[metric][0]):
+                continue
+            diff = (v_new - b[metric][0]) * (1.0 if hib else -1.0)
+            wins, losses, ties = wins + (diff > 0), losses + (diff < 0), ties + (diff == 0)
+        compared = wins + losses + ties
+        if compared == 0:
+            continue
+        case_rows.append({
+            "level": "case", "site": site, "institution": inst, "case": case,
+            "new": new, "reference": reference, "metrics_compared": compared,
+            "new_better": wins, "reference_better": losses, "ties": ties,
+            "new_wins_majority": wins > compared / 2,
+        })
+    groups: dict[tuple[str, str], list[bool]] = {}
+    for r in case_rows:
+        for g in _groups(r["site"], r["institution"], pooled):
+            groups.setdefault(g, []).append(r["new_wins_majority"])
+    group_rows = [{
+        "level": "group", "site": site, "institution": inst, "new": new,
+        "reference": reference, "cases": len(groups[(site, inst)]),
+        "new_majority_share": float(np.mean(groups[(site, inst)], dtype=np.float64)),
+    } for (site, inst) in sorted(groups, key=lambda g: (g[0], g[1] == ALL, g[1]))]
+    return case_rows + group_rows
+
+
+def _columns(rows: Sequence[Mapping]) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(r))
+    return list(cols)
+
+
+def write_table(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Write rows as CSV (or Parquet for a ``.parquet`` path, needs pyarrow) atomically.
+
+    Columns are the union of the row keys in first-seen order; missing cells are
+    empty. Floats are written with ``repr`` so they read back exactly.
+    """
+    path = Path(path)
+    rows = list(rows)
+    cols = _columns(rows)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ImportError("writing Parquet needs pyarrow; use a .csv path") from exc
+        table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
+        with atomic_open(path, mode="wb") as fh:
+            pq.write_table(table, fh)
+        return path
+    with atomic_open(path, mode="w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, restval="", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items()})
+    return path

@@ -1,0 +1,176 @@
+"""Study-style figures: relative-difference dot plots and dose-difference slices.
+
+Every function returns a matplotlib figure (Agg backend); save it with
+`atp.viz.save_figure`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+FLAG_COLOURS = {"better": "tab:green", "worse": "tab:red", "n.s.": "tab:grey"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+CONTOUR_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple",
+                   "tab:cyan", "tab:olive", "tab:pink", "tab:brown", "gold")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of):
+    """Shared layout: one row per metric, one offset and marker per institution."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    rows = list(rows)
+    multi_site = len({r["site"] for r in rows}) > 1
+    labels = list(dict.fromkeys(
+        f"{r['site']}: {r['metric']}" if multi_site else str(r["metric"]) for r in rows))
+    insts = list(dict.fromkeys(str(r["institution"]) for r in rows))
+    step = 0.7 / max(len(insts), 1)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(labels), 1)))
+    for r in rows:
+        label = f"{r['site']}: {r['metric']}" if multi_site else str(r["metric"])
+        j = insts.index(str(r["institution"]))
+        y = labels.index(label) + (j - (len(insts) - 1) / 2) * step
+        x, lo, hi = (_num(r.get(k)) for k in ("mean_rel_diff_pct", "ci_lo_pct", "ci_hi_pct"))
+        if math.isnan(x):
+            continue
+        err = None
+        if not (math.isnan(lo) or math.isnan(hi)):
+            err = [[x - lo], [hi - x]]
+        ax.errorbar([x], [y], xerr=err, fmt=MARKERS[j % len(MARKERS)], color=colour_of(r, j),
+                    ms=6, capsize=3, lw=1.2)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], ls="", marker=MARKERS[j % len(MARKERS)], color="k",
+                      label=f"institution {i}") for j, i in enumerate(insts)]
+    return fig, ax, handles
+
+
+def dot_plot_relative_differences(summary_rows: Sequence[Mapping], *, title: str):
+    """Mean relative difference (%) per metric with 95 % CI, from `compare_plans` rows.
+
+    One marker shape and vertical offset per institution, colour by flag (green =
+    better, red = worse, grey = n.s.); positive = new plan better.
+    """
+    from matplotlib.lines import Line2D
+
+    rows = list(summary_rows)
+    new = str(rows[0].get("new", "ATP")) if rows else "ATP"
+    fig, ax, handles = _dot_plot(
+        rows, title=title, xlabel=f"Mean relative difference (%), positive = {new} better",
+        colour_of=lambda r, j: FLAG_COLOURS.get(str(r.get("flag")), "tab:grey"))
+    handles += [Line2D([], [], ls="", marker="o", color=c, label=f) for f, c in
+                FLAG_COLOURS.items()]
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dot_plot_vs_prediction(pred_rows: Sequence[Mapping], *, title: str):
+    """Mean relative difference (%) of plan vs predicted organ doses, from
+    `compare_to_prediction` rows; positive = plan dose above the prediction."""
+    rows = list(pred_rows)
+    plan = str(rows[0].get("plan", "ATP")) if rows else "ATP"
+    fig, ax, handles = _dot_plot(
+        rows, title=title,
+        xlabel=f"Mean relative difference (%), positive = {plan} dose above prediction",
+        colour_of=lambda r, j: f"C{j % 10}")
+    for j, h in enumerate(handles):
+        h.set_color(f"C{j % 10}")
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _target_centroid(masks: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> tuple:
+    """Integer (z, y, x) centroid of the union of masks named ``ptv*``; centre if none."""
+    union = np.zeros(shape, dtype=bool)
+    for name, m in masks.items():
+        if name.lower().startswith("ptv"):
+            union |= np.asarray(m, dtype=bool)
+    if not union.any():
+        return tuple(s // 2 for s in shape)
+    idx = np.argwhere(union).astype(np.float64)
+    return tuple(int(round(c)) for c in idx.mean(axis=0, dtype=np.float64))
+
+
+def dose_difference_slices(ct_hu: np.ndarray, dose_a_gy: np.ndarray, dose_b_gy: np.ndarray,
+                           masks: Mapping[str, np.ndarray], *,
+                           spacing_mm: Sequence[float], labels: Sequence[str] = ("ATP", "MNL"),
+                           title: str = ""):
+    """Axial and coronal slices through the target centroid: dose A, dose B and A - B.
+
+    Arrays are (z, y, x); doses are drawn over the CT in grey (below 5 % of the
+    maximum dose transparent), the difference with a diverging colormap centred at
+    0, mask outlines as contours. Pixel aspect follows ``spacing_mm`` (z, y, x).
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    ct = np.asarray(ct_hu, dtype=np.float64)
+    da = np.asarray(dose_a_gy, dtype=np.float64)
+    db = np.asarray(dose_b_gy, dtype=np.float64)
+    if ct.ndim != 3 or da.shape != ct.shape or db.shape != ct.shape:
+        raise ValueError(f"ct and doses must share one 3-D shape, got {ct.shape}, "
+                         f"{da.shape}, {db.shape}")
+    for name, m in masks.items():
+        if np.shape(m) != ct.shape:
+            raise ValueError(f"mask {name!r} has shape {np.shape(m)}, expected {ct.shape}")
+    dz, dy, dx = (float(s) for s in spacing_mm)
+    cz, cy, _ = _target_centroid(masks, ct.shape)
+    diff = da - db
+    dmax = float(max(np.nanmax(da), np.nanmax(db), 1e-6))
+    amax = float(max(np.nanmax(np.abs(diff)), 1e-6))
+    views = (("axial", lambda v: v[cz], dy / dx, "upper"),
+             ("coronal", lambda v: v[:, cy, :], dz / dx, "lower"))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5), squeeze=False)
+    colours = {n: CONTOUR_COLOURS[i % len(CONTOUR_COLOURS)] for i, n in enumerate(masks)}
+    for row, (view, cut, aspect, origin) in enumerate(views):
+        panels = ((da, f"{labels[0]} dose", "jet", 0.0, dmax),
+                  (db, f"{labels[1]} dose", "jet", 0.0, dmax),
+                  (diff, f"{labels[0]} - {labels[1]}", "RdBu_r", -amax, amax))
+        for col, (vol, name, cmap, vmin, vmax) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(cut(ct), cmap="gray", aspect=aspect, origin=origin,
+                      vmin=-400.0, vmax=400.0)
+            img = cut(vol)
+            if col < 2:
+                img = np.ma.masked_less(img, 0.05 * dmax)
+            im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6, aspect=aspect,
+                           origin=origin)
+            for mname, m in masks.items():
+                sl = cut(np.asarray(m, dtype=bool))
+                if sl.any() and not sl.all():
+                    ax.contour(sl.astype(np.float32), levels=[0.5], colors=colours[mname],
+                               linewidths=1.0)
+            ax.set_title(f"{name} ({view})", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="Gy")
+    handles = [Line2D([], [], color=c, label=n) for n, c in colours.items()]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return fig

@@ -1,0 +1,92 @@
+"""Write an evaluation run: per-case and summary tables, figures and report.html."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from atp.evaluation.compare import (
+    compare_plans,
+    compare_to_prediction,
+    goal_pass_rates,
+    preference_proxy,
+    write_table,
+)
+from atp.evaluation.figures import (
+    dose_difference_slices,
+    dot_plot_relative_differences,
+    dot_plot_vs_prediction,
+)
+from atp.evaluation.html import write_html_report
+from atp.viz import plot_dvh_overlay, save_figure
+
+
+def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, institution: str,
+                     n_figures: int = 4) -> dict:
+    """Tables, figures and the HTML report of ``results`` (`CaseEvaluation` objects)."""
+    out = Path(out_dir)
+    rows = [r for ev in results for r in ev.rows]
+    goals = [g for ev in results for g in ev.goals]
+    voxel = [ev.voxel for ev in results]
+    timing = [{"case": ev.case.patient_id, **ev.timing_s} for ev in results]
+    tables = {
+        "endpoints": rows,
+        "atp_vs_mnl": compare_plans(rows, new="ATP", reference="MNL"),
+        "atp_vs_prediction": compare_to_prediction(rows, plan="ATP"),
+        "criteria_met": goal_pass_rates(goals),
+        "goals_per_case": goals,
+        "preference_proxy": preference_proxy(rows, new="ATP", reference="MNL"),
+        "voxel_vs_prediction": voxel,
+        "timing": timing,
+    }
+    for name, table in tables.items():
+        write_table(table, out / "tables" / f"{name}.csv")
+    figs = []
+    fig_dir = out / "figures"
+    path = fig_dir / "atp_vs_mnl.png"
+    save_figure(dot_plot_relative_differences(
+        tables["atp_vs_mnl"], title=f"{site} @ {institution}: ATP vs MNL"), path)
+    figs.append(("ATP vs MNL: mean relative difference with 95 % CI (positive = ATP better)",
+                 path))
+    path = fig_dir / "atp_vs_prediction.png"
+    save_figure(dot_plot_vs_prediction(
+        tables["atp_vs_prediction"], title=f"{site} @ {institution}: ATP vs prediction"), path)
+    figs.append(("ATP vs prediction: (D_ATP - D_pred) / D_pred per organ endpoint", path))
+    case_figs = []
+    for ev in list(results)[:n_figures]:
+        c = ev.case
+        p = fig_dir / f"dvh_{c.patient_id}.png"
+        save_figure(plot_dvh_overlay(c, {"ATP": ev.atp.dose_gy, "MNL": ev.mnl.dose_gy,
+                                         "prediction": ev.predicted_gy},
+                                     title=f"{c.patient_id}: ATP (solid), MNL, prediction"), p)
+        case_figs.append((f"{c.patient_id}: DVH", p))
+        masks = {n: r.mask for n, r in c.rois.items() if r.role in ("target", "organ")}
+        p = fig_dir / f"dose_difference_{c.patient_id}.png"
+        save_figure(dose_difference_slices(c.ct_hu, ev.atp.dose_gy, ev.mnl.dose_gy, masks,
+                                           spacing_mm=c.spacing_mm, labels=("ATP", "MNL"),
+                                           title=f"{c.patient_id}: ATP - MNL"), p)
+        case_figs.append((f"{c.patient_id}: ATP, MNL and their difference", p))
+    mean_t = {k: float(np.mean([t[k] for t in timing])) for k in timing[0] if k != "case"} \
+        if timing else {}
+    summary = {"site": site, "institution": institution, "cases": len(results),
+               "atp_p1_met_share": float(np.mean([g["p1_met"] for g in goals
+                                                  if g["plan"] == "ATP"])) if goals else None,
+               **{f"mean_{k}": v for k, v in mean_t.items()}}
+    write_html_report(out / "report.html", title=f"ATP evaluation: {site} at institution "
+                      f"{institution}", sections=[
+                          {"heading": "Summary", "tables": [("run", [summary]),
+                                                            ("criteria met",
+                                                             tables["criteria_met"])]},
+                          {"heading": "ATP vs MNL", "figures": figs[:1],
+                           "tables": [("paired comparison", tables["atp_vs_mnl"]),
+                                      ("preference proxy (not a physician's preference)",
+                                       tables["preference_proxy"])]},
+                          {"heading": "ATP vs prediction", "figures": figs[1:],
+                           "tables": [("organ endpoints", tables["atp_vs_prediction"]),
+                                      ("voxel-wise |D_ATP - D_pred| / D_Rx", voxel)]},
+                          {"heading": "Cases", "figures": case_figs,
+                           "tables": [("timing (s)", timing)]},
+                      ])
+    return summary

@@ -1,0 +1,86 @@
+"""Evaluate a trained model at one institution: ATP vs MNL vs prediction, per case.
+
+    python evaluate.py site=lung institution=B ckpt_path=<run>/checkpoints/last.ckpt
+    python evaluate.py --multirun site=lung institution=A,B,C ckpt_path=...
+
+Writes per-case and summary tables (CSV), figures and a self-contained report.html.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from atp.config import CONF_DIR, register_resolvers
+
+log = logging.getLogger("atp.evaluate")
+register_resolvers()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    return evaluate(cfg)
+
+
+def load_model(cfg: DictConfig):
+    """The checkpoint's module, its net rebuilt from the training run's config if found."""
+    from atp.models import DosePredictionModule
+
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise SystemExit(f"ckpt_path={ckpt}: no such checkpoint")
+    train_cfg_path = ckpt.parent.parent / "config.yaml"  # written by train.py
+    train_cfg = cfg
+    if train_cfg_path.is_file():
+        train_cfg = OmegaConf.load(train_cfg_path)
+        log.info("network rebuilt from %s", train_cfg_path)
+    else:
+        log.warning("%s not found: the network comes from this run's config", train_cfg_path)
+    module = DosePredictionModule.load_from_checkpoint(
+        ckpt, map_location="cpu", net=instantiate(train_cfg.net), loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer), scheduler=None)
+    return module, train_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    from atp.evaluation.report import write_evaluation
+    from atp.evaluation.run import evaluate_case
+    from atp.io.loading import load_any_case
+    from atp.models.predict import predict_case
+
+    out = Path(cfg.paths.output_dir)
+    site = OmegaConf.to_container(cfg.site, resolve=True)
+    inst = OmegaConf.to_container(cfg.institution, resolve=True)
+    module, train_cfg = load_model(cfg)
+    include_ct = bool(train_cfg.data.include_ct)
+    data = instantiate(cfg.data, site=site, include_ct=include_ct, _convert_="all")
+    data.prepare_data()
+    data.setup("test")
+    files = data.splits[cfg.split][: cfg.max_cases or None]
+    engine, settings = instantiate(cfg.engine), instantiate(cfg.planner, **site["conformity"])
+    tol = OmegaConf.to_container(cfg.tolerance)
+
+    def predict(case):
+        return predict_case(module, case, organs=data.organs, include_ct=include_ct,
+                            mirror_to=data.mirror_to)
+
+    results = []
+    for i, path in enumerate(files):
+        case = load_any_case(path, site=site["name"])
+        ev = evaluate_case(case, predict, site_cfg=site, institution=inst, engine=engine,
+                           settings=settings, tolerances=tol)
+        log.info("%d/%d %s: ATP %s | MNL %s | %.1f s", i + 1, len(files), case.patient_id,
+                 ev.atp.summary(), ev.mnl.summary(), ev.timing_s["end_to_end_s"])
+        results.append(ev)
+    summary = write_evaluation(out, results, site=site["name"], institution=inst["name"],
+                               n_figures=cfg.dvh_figures)
+    log.info("report: %s", out / "report.html")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
