@@ -152,3 +152,13 @@ def test_tampered_dose_is_rejected_on_load(tmp_path):
     with pytest.raises(CaseError) as info:
         load_case(path)
     assert info.value.field == "dose_gy" and "p1.npz" in str(info.value)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = save_case(make_case(), tmp_path / "p1.npz")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -102,8 +102,9 @@ def test_data_and_model_groups_instantiate(data, tmp_path):
     from atp.data import DoseDataModule
     from atp.models import DosePredictionModule
 
+    extra = [f"data.root={tmp_path / 'dicom'}"] if data == "dicom" else []  # a user value
     cfg = _compose("train", [f"data={data}", "site=breast", f"paths.log_dir={tmp_path}",
-                             f"paths.data_dir={tmp_path}", "debug=fast_dev_run"])
+                             f"paths.data_dir={tmp_path}", "debug=fast_dev_run", *extra])
     site = OmegaConf.to_container(cfg.site, resolve=True)
     dm = instantiate(cfg.data, site=site, _convert_="all")
     assert isinstance(dm, DoseDataModule)

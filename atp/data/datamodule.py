@@ -22,7 +22,7 @@ from atp.data.channels import input_channels
 from atp.data.dataset import CaseDataset
 
 log = logging.getLogger(__name__)
-SOURCES = ("synthetic", "openkbp", "folder")
+SOURCES = ("synthetic", "openkbp", "folder", "dicom")
 
 
 class DoseDataModule(pl.LightningDataModule):
@@ -32,10 +32,13 @@ class DoseDataModule(pl.LightningDataModule):
     ----------
     site : mapping
         The site config (``name``, ``organs``, ``reference_rx_gy``, ...).
-    source : {"synthetic", "openkbp", "folder"}
+    source : {"synthetic", "openkbp", "folder", "dicom"}
     root : path
         The cohort folder (with ``manifest.json``), the OpenKBP folder (``train-pats``,
-        ``validation-pats``) or a folder of case files.
+        ``validation-pats``), a folder of case files, or a folder of DICOM files.
+    cases_dir : path, optional
+        For ``dicom``: where the imported case files go (imported once, by
+        `prepare_data`, at ``spacing_mm``); the data module then reads them as a folder.
     cohort : mapping, optional
         ``{n, seed, spacing_mm}``: `prepare_data` builds a missing synthetic cohort with
         them, the built-in engine and the site's planner settings (``institution`` gives
@@ -50,7 +53,8 @@ class DoseDataModule(pl.LightningDataModule):
                  augmentation: Callable[[dict], dict] | None = None,
                  required_rois: Sequence[str] = (), val_fraction: float = 0.2,
                  cohort: Mapping | None = None, institution: Mapping | None = None,
-                 seed: int = 2020, max_cases: int | None = None):
+                 seed: int = 2020, max_cases: int | None = None,
+                 cases_dir: str | None = None, spacing_mm: float = 3.0):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"data.source '{source}' is not one of {SOURCES}")
@@ -70,6 +74,8 @@ class DoseDataModule(pl.LightningDataModule):
         self.seed = seed
         self.max_cases = max_cases
         self.splits: dict[str, list[Path]] = {}
+        self.cases_dir = Path(cases_dir) if cases_dir else self.root / "atp_cases"
+        self.spacing_mm = float(spacing_mm)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -90,6 +96,12 @@ class DoseDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ splits
     def prepare_data(self) -> None:
+        if self.source == "dicom" and not any(self.cases_dir.glob("*.npz")):
+            from atp.io.import_dicom import run as import_dicom
+
+            outcome = import_dicom(self.root, site=self.site["name"], out=self.cases_dir,
+                                   spacing_mm=self.spacing_mm)
+            log.info("DICOM import from %s: %s", self.root, outcome)
         if self.source == "synthetic" and not (self.root / "manifest.json").is_file():
             if self.cohort is None:
                 raise CaseError(str(self.root), "manifest.json",
@@ -124,8 +136,12 @@ class DoseDataModule(pl.LightningDataModule):
             self.splits["test"] = [f for f in folders if f.parent.name == "test-pats"] or \
                 self.splits["val"]
         else:
-            files = sorted(self.root.glob("*.npz"))
-            val = [f for f in files if _hash01(f.stem) < self.val_fraction]
+            folder = self.cases_dir if self.source == "dicom" else self.root
+            files = sorted(folder.glob("*.npz"))
+            # validation (and test): the files first in hash order, at least one of two
+            ranked = sorted(files, key=lambda f: _hash01(f.stem))
+            n_val = max(1, round(self.val_fraction * len(files))) if len(files) >= 2 else 0
+            val = ranked[:n_val]
             self.splits["train"] = [f for f in files if f not in val]
             self.splits["val"] = self.splits["test"] = val
         if self.max_cases:
