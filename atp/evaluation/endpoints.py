@@ -1,7 +1,9 @@
 """DVH endpoints of one dose for the comparison tables (rows as in `atp.evaluation.compare`).
 
-Targets: D98 %, D95 %, D2 %, Dmean, ICRU 83 HI and the Paddick CI at the target's own
-prescription. Organs: Dmean and near-max D0.03cc of every organ, plus every organ goal
+Targets, named by rank so that cases with different prescriptions pool (``PTV1`` = the
+highest prescription, ``PTV2`` the next, ...): D98 %, D95 %, D2 % and Dmean in percent of
+the target's own prescription, ICRU 83 HI and the Paddick CI at that prescription.
+Organs: Dmean and near-max D0.03cc of every organ, plus every organ goal
 metric of the goal list; organ dose endpoints also as EQD2 (alpha/beta 3 Gy, the case's
 fractionation), so that institutions with different fractionations can be pooled.
 """
@@ -29,15 +31,16 @@ def plan_endpoints(case: PatientCase, dose_gy, *, plan: str, site: str, institut
 
     kw = {"spacing_mm": case.spacing_mm}
     body = case.body_mask
-    for p in case.prescriptions:
-        m = case.mask(p.target)
+    ranked = sorted(case.prescriptions, key=lambda p: -p.dose_gy)
+    for k, p in enumerate(ranked, start=1):
+        m, label = case.mask(p.target), f"PTV{k}"
         for name, higher in (("D98%", True), ("D95%", True), ("D2%", False),
                              ("Dmean", False)):
-            add(f"{name}({p.target})", evaluate_metric(parse_metric(name), dose_gy, m, **kw),
-                "Gy", higher, "target")
-        add(f"HI({p.target})", homogeneity_index_icru83(dose_gy, m), "1", False, "index")
-        add(f"CI({p.target})", paddick_ci(dose_gy, m, prescription_gy=p.dose_gy,
-                                          body_mask=body), "1", True, "index")
+            value = evaluate_metric(parse_metric(name), dose_gy, m, **kw)
+            add(f"{name}({label})", 100.0 * value / p.dose_gy, "%Rx", higher, "target")
+        add(f"HI({label})", homogeneity_index_icru83(dose_gy, m), "1", False, "index")
+        add(f"CI({label})", paddick_ci(dose_gy, m, prescription_gy=p.dose_gy,
+                                       body_mask=body), "1", True, "index")
     organ_metrics = {(r.goal.metric.name, r.roi) for r in resolved if r.role == "organ"}
     for name in case.organs:
         organ_metrics |= {("Dmean", name), ("D0.03cc", name)}
