@@ -17,7 +17,7 @@ from atp.cases import PatientCase
 from atp.dose import beams_from_config, default_isocenter_mm, total_mu
 from atp.dose.influence import DoseEngine
 from atp.evaluation.endpoints import plan_endpoints, voxel_difference_to_prediction
-from atp.planning import PlanResult, PlanSettings, plan
+from atp.planning import PlanResult, PlanSettings, goal_report, plan
 from atp.planning.setup import beam_config_for, goal_list_for, tolerances_for
 
 
@@ -65,9 +65,13 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     ev.rows += plan_endpoints(case, mnl.dose_gy, plan="MNL", resolved=mnl.resolved,
                               mu=total_mu(influence, mnl.fluence), **kw)
     ev.rows += plan_endpoints(case, predicted, plan="prediction", resolved=mnl.resolved, **kw)
-    for name, result in (("ATP", atp), ("MNL", mnl)):
+    # criteria met: both plans judged on the same criteria, the protocol goal list (the
+    # ATP plan's own goals hold predicted values and would not compare like with like)
+    for name, dose in (("ATP", atp.dose_gy), ("MNL", mnl.dose_gy)):
+        report = goal_report(case, dose, mnl.resolved)
         ev.goals.append({"case": case.patient_id, **kw, "plan": name,
-                         "p1_met": result.all_p1_met, "goals_met": result.n_goals_met,
-                         "goals_total": len(result.report)})
+                         "p1_met": all(o.met for o in report if o.priority == 1),
+                         "goals_met": sum(o.met for o in report),
+                         "goals_total": len(report)})
     ev.voxel = voxel_difference_to_prediction(case, atp.dose_gy, predicted, **kw)
     return ev
