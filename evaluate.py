@@ -2,8 +2,10 @@
 
     python evaluate.py site=lung institution=B ckpt_path=<run>/checkpoints/last.ckpt
     python evaluate.py --multirun site=lung institution=A,B,C ckpt_path=...
+    python evaluate.py -m experiment=tune_tolerances site=lung ckpt_path=...   # Optuna
 
-Writes per-case and summary tables (CSV), figures and a self-contained report.html.
+Writes per-case and summary tables (CSV), figures and a self-contained report.html; a
+multirun also writes one summary of all its jobs (atp.sweep_summary).
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ register_resolvers()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
-    return evaluate(cfg)
+def main(cfg: DictConfig) -> dict | float | None:
+    from atp.sweeps import run_job
+
+    if cfg.objective is None:
+        return run_job(evaluate, cfg)
+    # a sweeper (Optuna) optimizes one number of the summary; a failed trial gives NaN
+    return run_job(lambda c: float(evaluate(c)[c.objective]), cfg, failed_value=float("nan"))
 
 
 def load_model(cfg: DictConfig):
@@ -32,7 +39,7 @@ def load_model(cfg: DictConfig):
 
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
-        raise SystemExit(f"ckpt_path={ckpt}: no such checkpoint")
+        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint")
     train_cfg_path = ckpt.parent.parent / "config.yaml"  # written by train.py
     train_cfg = cfg
     if train_cfg_path.is_file():
@@ -40,9 +47,13 @@ def load_model(cfg: DictConfig):
         log.info("network rebuilt from %s", train_cfg_path)
     else:
         log.warning("%s not found: the network comes from this run's config", train_cfg_path)
-    module = DosePredictionModule.load_from_checkpoint(
-        ckpt, map_location="cpu", net=instantiate(train_cfg.net), loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer), scheduler=None)
+    try:
+        module = DosePredictionModule.load_from_checkpoint(
+            ckpt, map_location="cpu", net=instantiate(train_cfg.net),
+            loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer), scheduler=None)
+    except (RuntimeError, EOFError, KeyError, OSError) as exc:
+        raise ValueError(f"ckpt_path={ckpt}: not a readable checkpoint of this network "
+                         f"({type(exc).__name__}: {exc})") from exc
     return module, train_cfg
 
 

@@ -2,6 +2,7 @@
 
     python plan.py case=../shared/data/openkbp-sample/train-pats/pt_1 site=npc institution=A
     python plan.py case=... +tolerance.parotid_l=-20 planner=lexicographic
+    python plan.py case=... +tolerance.parotid_l=-30 warm_start=<previous run folder>
 
 Writes plan.npz, goal_report.csv/.json and dvh.png into the Hydra run folder.
 """
@@ -22,7 +23,34 @@ register_resolvers()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="plan", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | None:
+    from atp.sweeps import run_job
+
+    return run_job(plan_case, cfg)
+
+
+def previous_fluence(path: str, *, n_beamlets: int):
+    """The fluence of a previous plan (its ``plan.npz`` or run folder), checked."""
+    from pathlib import Path
+
+    import numpy as np
+
+    p = Path(path)
+    p = p / "plan.npz" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"warm_start={path}: no plan.npz there")
+    with np.load(p) as z:
+        if "fluence" not in z:
+            raise ValueError(f"warm_start={p}: no 'fluence' array (not a plan.py output)")
+        fluence = z["fluence"]
+    if fluence.shape != (n_beamlets,):
+        raise ValueError(f"warm_start={p}: {fluence.shape[0]} beamlets, these beams have "
+                         f"{n_beamlets} (same case, beams and engine settings needed)")
+    return fluence
+
+
+def plan_case(cfg: DictConfig) -> dict:
+    """Plan ``cfg.case``; the run folder gets the plan, its goal report and a DVH."""
     from atp.dose import beams_from_config, cached_influence, default_isocenter_mm, total_mu
     from atp.io.loading import load_any_case, load_dose
     from atp.planning import plan
@@ -53,14 +81,19 @@ def main(cfg: DictConfig) -> dict:
 
     settings = instantiate(cfg.planner, **site.get("conformity", {}))
     tolerances = tolerances_for(site, inst, OmegaConf.to_container(cfg.tolerance))
+    warm = None
+    if cfg.warm_start is not None:  # the refinement loop: re-optimize from a previous plan
+        warm = previous_fluence(cfg.warm_start, n_beamlets=influence.n_beamlets)
+        log.info("warm start from %s", cfg.warm_start)
     result = plan(case, influence, goal_list_for(site, inst), predicted_dose_gy=predicted,
-                  tolerances=tolerances, settings=settings)
+                  tolerances=tolerances, settings=settings, warm_start=warm)
     mu = total_mu(influence, result.fluence)
     summary = {"site": site["name"], "institution": inst["name"], "n_beams": len(beams),
                "n_beamlets": influence.n_beamlets, "total_mu_all_fractions": mu,
                "mu_per_fraction": mu / (case.n_fractions or 1),
                "influence_s": t_influence, "optimization_s": result.wall_s,
-               "tolerances": tolerances, "mode": settings.mode}
+               "tolerances": tolerances, "mode": settings.mode,
+               "warm_start": cfg.warm_start, "evaluations": result.n_evaluations}
     paths = save_plan(out_dir, case, result, predicted_dose_gy=predicted, summary=summary)
     for o in result.report:
         log.info("%-45s %-12s requested %8.2f achieved %8.2f %s %s", o.label, o.source,

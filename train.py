@@ -11,6 +11,7 @@ Hydra assembles the LightningModule, the augmentation and the site's data module
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
-    return train(cfg)
+def main(cfg: DictConfig) -> dict | None:
+    from atp.sweeps import run_job
+
+    return run_job(train, cfg)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -39,6 +42,7 @@ def train(cfg: DictConfig) -> dict:
     import torch
 
     from atp.config import print_config
+    from atp.io.atomic import atomic_write_text
 
     out_dir = Path(cfg.paths.output_dir)
     print_config(cfg, out_dir / "config.yaml")  # evaluate.py rebuilds the net from it
@@ -72,6 +76,7 @@ def train(cfg: DictConfig) -> dict:
             if callable(finalize):
                 finalize()
     log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("run folder: %s", out_dir)
     return metrics
 

@@ -24,11 +24,20 @@ def _mm(value) -> str:
     return f"{float(value):g}mm"
 
 
+def _institution(name, current):
+    """``current`` (the composed institution) if it is ``name``, else ``name``'s config file."""
+    if current is not None and str(current["name"]) == str(name):
+        return current
+    from atp.sites import load_institution_config
+
+    return load_institution_config(str(name))
+
+
 def register_resolvers() -> None:
     """Register the ``atp_*`` resolvers used by ``conf/`` (idempotent)."""
     for name, fn in (("atp_repo_root", lambda: str(REPO_ROOT)),
                      ("atp_in_channels", _in_channels), ("atp_roi_names", _roi_names),
-                     ("atp_mm", _mm)):
+                     ("atp_mm", _mm), ("atp_institution", _institution)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

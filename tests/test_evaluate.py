@@ -4,38 +4,6 @@ from __future__ import annotations
 
 import csv
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_cohorts, tmp_path_factory):
-    """A one-epoch CAD-UNet on the tiny lung cohort, with its run config next to it."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from atp.config import CONF_DIR, register_resolvers
-    from train import train
-
-    register_resolvers()
-    run = tmp_path_factory.mktemp("train_run")
-    overrides = ["site=lung", "debug=fast_dev_run", "trainer.fast_dev_run=false",
-                 "trainer.max_epochs=1", "+trainer.limit_val_batches=1",
-                 "grid_spacing_mm=12.0", "n_patients=3", "test_after_fit=false",
-                 f"paths.data_dir={tiny_cohorts}", f"paths.log_dir={run}",
-                 "callbacks.goal_guided_planning.every_n_epochs=1",
-                 "callbacks.goal_guided_planning.n_cases=1",
-                 "callbacks.goal_guided_planning.max_iter=20"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run / "out")
-    metrics = train(cfg)
-    assert "val_plan/p1_met_share" in metrics  # the planning callback ran and logged
-    ckpt = run / "out" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file() and (run / "out" / "config.yaml").is_file()
-    assert list((run / "out" / "planning").glob("*/goal_report.csv"))
-    return ckpt
-
 
 def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts, tmp_path):
     from hydra import compose, initialize_config_dir

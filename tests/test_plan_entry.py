@@ -44,3 +44,54 @@ def test_plan_py_writes_plan_report_and_figure(tmp_path):
     assert "clinically acceptable" not in (run_dir / "goal_report.json").read_text().lower()
     # the influence matrix was cached for the next run
     assert list((tmp_path / "data" / "cache").glob("influence_toy_*.npz"))
+
+
+def _toy_with_prediction(tmp_path):
+    import numpy as np
+
+    case = toy_case(n=32, nz=12, spacing_mm=4.0)
+    path = save_case(case, tmp_path / "toy.npz")
+    pred = np.where(case.body_mask, 30.0, 0.0).astype(np.float32)
+    pred[case.target_union()] = 60.0
+    np.save(tmp_path / "pred.npy", pred)
+    return [sys.executable, "plan.py", f"case={path}", "site=npc", "institution=A",
+            f"prediction={tmp_path / 'pred.npy'}", f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}", "planner.max_iter=60"]
+
+
+def test_plan_py_warm_starts_from_a_previous_run_folder(tmp_path):
+    base = _toy_with_prediction(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    res = subprocess.run([*base, f"hydra.run.dir={first}"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # the refinement loop: a stricter parotid goal, re-optimized from the first plan
+    res = subprocess.run([*base, f"hydra.run.dir={second}", "+tolerance.parotid_l=-10",
+                          f"warm_start={first}"], cwd=REPO_ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((second / "goal_report.json").read_text())
+    assert report["warm_start"] == str(first) and report["evaluations"] > 0
+    assert json.loads((second / "job_status.json").read_text())["status"] == "COMPLETED"
+    # a plan of other beams (institution B: VMAT) cannot seed this one: the file is named
+    res = subprocess.run([*base, f"hydra.run.dir={tmp_path / 'third'}", "institution=B",
+                          f"warm_start={first}"], cwd=REPO_ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode != 0 and "plan.npz" in res.stderr and "beamlets" in res.stderr
+
+
+def test_plan_py_tolerance_sweep_is_summarized(tmp_path):
+    from atp.sweep_summary import read_table
+
+    sweep = tmp_path / "sweep"
+    cmd = _toy_with_prediction(tmp_path)
+    res = subprocess.run([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}",
+                          "+tolerance.parotid_l=-20,0"], cwd=REPO_ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    goals = read_table(sweep / "summary" / "goals.csv")
+    assert {g["job"] for g in goals} == {"tolerance.parotid_l=-20", "tolerance.parotid_l=0"}
+    parotid = {g["job"]: g["requested"] for g in goals if g["roi"] == "parotid_l"}
+    # predicted mean 30 Gy: x 0.8 = 24 Gy and x 1.0 = 30 Gy
+    assert parotid == {"tolerance.parotid_l=-20": 24.0, "tolerance.parotid_l=0": 30.0}
+    assert (sweep / "summary" / "goals_met.png").is_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,10 +25,40 @@ from atp.evaluation.html import write_html_report
 from atp.viz import plot_dvh_overlay, save_figure
 
 
+def tuning_score(goal_rows: Sequence[dict]) -> dict:
+    """Criteria pass rate of ATP, subject to target coverage (the Optuna objective).
+
+    Both plans are judged on the protocol goal list. ``tuning_score`` is ATP's criteria
+    pass rate when ATP meets at least as many target goals as MNL over the cases, and
+    that rate minus 1 otherwise, so any plan set that loses coverage ranks below every
+    one that keeps it (rates lie in [0, 1]).
+    """
+    def share(plan: str, key: str) -> float:
+        rows = [g for g in goal_rows if g["plan"] == plan]
+        met = sum(int(g[f"{key}met"]) for g in rows)
+        total = sum(int(g[f"{key}total"]) for g in rows)
+        return met / total if total else float("nan")
+
+    if not goal_rows:
+        return {}
+    rate = float(np.mean([g["goals_met"] / g["goals_total"] for g in goal_rows
+                          if g["plan"] == "ATP" and g["goals_total"]]))
+    cov_atp, cov_mnl = share("ATP", "target_goals_"), share("MNL", "target_goals_")
+    keeps = not cov_atp < cov_mnl - 1e-9
+    return {"atp_criteria_pass_rate": rate, "atp_target_goals_met_share": cov_atp,
+            "mnl_target_goals_met_share": cov_mnl, "tuning_score": rate if keeps else rate - 1}
+
+
 def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, institution: str,
                      n_figures: int = 4) -> dict:
-    """Tables, figures and the HTML report of ``results`` (`CaseEvaluation` objects)."""
-    out = Path(out_dir)
+    """Tables, figures and the HTML report of ``results`` (`CaseEvaluation` objects).
+
+    They are written under ``out_dir/.staging`` and moved into place at the end, so an
+    interrupted run leaves the previous outputs or none, never a partial set.
+    """
+    final = Path(out_dir)
+    out = final / ".staging"  # everything lands at once, so a failed run leaves nothing
+    shutil.rmtree(out, ignore_errors=True)
     rows = [r for ev in results for r in ev.rows]
     goals = [g for ev in results for g in ev.goals]
     voxel = [ev.voxel for ev in results]
@@ -73,6 +105,7 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
     summary = {"site": site, "institution": institution, "cases": len(results),
                "atp_p1_met_share": float(np.mean([g["p1_met"] for g in goals
                                                   if g["plan"] == "ATP"])) if goals else None,
+               **tuning_score(goals),
                **{f"mean_{k}": v for k, v in mean_t.items()}}
     write_html_report(out / "report.html", title=f"ATP evaluation: {site} at institution "
                       f"{institution}", sections=[
@@ -89,4 +122,10 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
                           {"heading": "Cases", "figures": case_figs,
                            "tables": [("timing (s)", timing)]},
                       ])
+    for name in ("tables", "figures", "report.html"):
+        target = final / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(out / name, target)
+    out.rmdir()
     return summary

@@ -72,6 +72,8 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
         ev.goals.append({"case": case.patient_id, **kw, "plan": name,
                          "p1_met": all(o.met for o in report if o.priority == 1),
                          "goals_met": sum(o.met for o in report),
-                         "goals_total": len(report)})
+                         "goals_total": len(report),
+                         "target_goals_met": sum(o.met for o in report if o.role == "target"),
+                         "target_goals_total": sum(o.role == "target" for o in report)})
     ev.voxel = voxel_difference_to_prediction(case, atp.dose_gy, predicted, **kw)
     return ev
