@@ -86,12 +86,18 @@ def test_failing_job_leaves_the_others_complete(tiny_checkpoint, tiny_cohorts, t
 
 
 def test_submitit_local_job(tiny_checkpoint, tiny_cohorts, tmp_path):
-    res = _run("evaluate.py", [*_evaluate_args(tiny_checkpoint, tiny_cohorts, tmp_path),
+    # institution C (VMAT) re-plans institution A's patients: no cohort is built for C
+    args = [a for a in _evaluate_args(tiny_checkpoint, tiny_cohorts, tmp_path)
+            if a != "institution=A"]
+    res = _run("evaluate.py", [*args, "institution=C", "patients_from=A",
                                "hydra/launcher=submitit_local",
                                "hydra.launcher.timeout_min=10"])
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = read_table(tmp_path / "sweep" / "summary" / "jobs.csv")
     assert [j["status"] for j in jobs] == ["COMPLETED"]
+    assert not (tiny_cohorts / "synthetic" / "lung" / "C_12mm_seed2020").exists()
+    rates = read_table(tmp_path / "sweep" / "summary" / "criteria_met.csv")
+    assert {r["institution"] for r in rates} >= {"C"}
     timing = read_table(tmp_path / "sweep" / jobs[0]["job"] / "tables" / "timing.csv")
     assert all(_finite(timing[0][k]) for k in ("prediction_s", "influence_s",
                                                 "optimization_s", "end_to_end_s"))
