@@ -13,6 +13,7 @@ import pydicom
 
 from atp.cases.case import CaseError
 from atp.io.dicom.ct import axis_alignment, decode_pixels, read_floats
+from atp.io.dicom.dataset import read_dicom
 from atp.io.dicom.resample import Axes, inside_mask, resample_linear
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,7 @@ def read_rtdose(path: str | os.PathLike) -> DoseVolume:
     """
     path = Path(path)
     src = str(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise CaseError(src, "file", f"unreadable DICOM ({exc})") from None
-    if ds.get("Modality") != "RTDOSE":
-        raise CaseError(src, "Modality", f"expected RTDOSE, got {ds.get('Modality')!r}")
+    ds = read_dicom(path, modality="RTDOSE")
     units = str(ds.get("DoseUnits", "")).upper()
     if units != "GY":
         raise CaseError(src, "DoseUnits", f"is {units or 'missing'!r}; only absolute dose "

@@ -21,6 +21,7 @@ import pydicom
 
 from atp.cases.case import CaseError
 from atp.dose.beams import DEFAULT_ARC_SPACING_DEG, DEFAULT_SAD_MM, Beam, arc_gantry_angles_deg
+from atp.io.dicom.dataset import read_dicom
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,7 @@ def read_rtplan(path: str | os.PathLike, *,
     """Read beams, fractions and target doses of a photon RTPLAN file."""
     path = Path(path)
     src = str(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise CaseError(src, "file", f"unreadable DICOM ({exc})") from None
-    if ds.get("Modality") != "RTPLAN":
-        raise CaseError(src, "Modality", f"expected RTPLAN, got {ds.get('Modality')!r}")
+    ds = read_dicom(path, modality="RTPLAN")
     notes: list[str] = []
     groups = ds.get("FractionGroupSequence") or []
     n_fractions = None

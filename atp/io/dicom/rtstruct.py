@@ -24,6 +24,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from atp.cases.case import CaseError
+from atp.io.dicom.dataset import read_dicom
 from atp.io.dicom.resample import Grid
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,7 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
     """Read every ROI (name, number, interpreted type, contours) of an RTSTRUCT file."""
     path = Path(path)
     src = str(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise CaseError(src, "file", f"unreadable DICOM ({exc})") from None
-    if ds.get("Modality") != "RTSTRUCT":
-        raise CaseError(src, "Modality", f"expected RTSTRUCT, got {ds.get('Modality')!r}")
+    ds = read_dicom(path, modality="RTSTRUCT")
     frames, series = referenced_uids(ds)
     rois: dict[int, RoiContours] = {}
     for item in ds.get("StructureSetROISequence", []) or []:
