@@ -14,7 +14,7 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
 
     overrides = ["site=lung", "institution=A", f"ckpt_path={tiny_checkpoint}",
                  "grid_spacing_mm=12.0", "n_patients=3", "max_cases=1", "split=val",
-                 "planner.max_iter=30", f"paths.data_dir={tiny_cohorts}",
+                 "planner.max_iter=30", f"paths.data_dir={tiny_cohorts}", "logger=csv",
                  f"paths.log_dir={tmp_path}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=overrides)
@@ -34,3 +34,5 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "clinical acceptability" in html
     assert (out / "figures" / "atp_vs_mnl.png").is_file()
+    logged = next((out / "csv").rglob("metrics.csv")).read_text()  # logger=csv got them
+    assert "eval/tuning_score" in logged and "eval/mean_end_to_end_s" in logged
