@@ -181,3 +181,16 @@ def test_smoothness_term_smooths_the_fluence(case, influence):
         return float(np.abs(np.diff(w)).sum() / w.sum())
 
     assert roughness(smooth.fluence) < roughness(rough.fluence)
+
+
+def test_neighbour_pairs_join_bixels_centred_on_half_sizes():
+    """Bixel centres at +-2.5, 7.5 mm (5 mm bixels): rounding half to even once split
+    every neighbour pair, so the smoothness term silently did nothing on real beams."""
+    from atp.planning.optimizer import neighbour_pairs
+
+    u = np.array([-7.5, -2.5, 2.5, 7.5], dtype=np.float32)
+    uv = np.stack(np.meshgrid(u, u, indexing="ij"), axis=-1).reshape(-1, 2)
+    beam = np.repeat([0, 1], 8)  # two beams of 2 x 4 bixels: pairs never cross beams
+    pairs = neighbour_pairs(beam, np.concatenate([uv[:8], uv[:8]]), bixel_mm=5.0)
+    assert pairs.shape == (2 * (4 + 2 * 3), 16)
+    assert np.all(np.abs(pairs).sum(axis=1) == 2)

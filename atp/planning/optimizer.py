@@ -5,6 +5,13 @@ given (the engine's float32 CSC) for the forward product and through its free tr
 view (CSR) for the gradient product: no copy of a matrix that may take gigabytes.
 Measured on an OpenKBP patient (`python -m atp.bench.optimizer`), a CSR copy would make
 the two products about a quarter faster at twice the memory.
+
+Convergence (same benchmark, 9 fields): the objective falls from ~8e-2 to ~2e-6 in 20
+evaluations, then its tail is sublinear (f - f* ~ 1/k): the optimum's residual (~1 Gy
+RMS fall-off overdose on 3 % of normal tissue, traded against PTV coverage) lies along
+fluence modes that the dose blurring makes nearly flat. A convex QP with the optimum's active set
+frozen, voxel weights made uniform, or Jacobi scaling converge as slowly, so the cause
+is the conditioning of the dose matrix itself, not the priority ladder or the kinks.
 """
 
 from __future__ import annotations
@@ -137,7 +144,9 @@ def neighbour_pairs(beamlet_beam: np.ndarray, beamlet_uv_mm: np.ndarray, *,
                     bixel_mm: float) -> sp.csr_matrix:
     """Difference operator over beamlets adjacent in u or v within the same beam."""
     beam = np.asarray(beamlet_beam)
-    ij = np.rint(np.asarray(beamlet_uv_mm, dtype=np.float64) / bixel_mm).astype(np.int64)
+    # floor(x + 1/2), not rint: bixel centres sit at half-integer multiples of the size,
+    # where rint's round-half-to-even would split neighbours two cells apart
+    ij = np.floor(np.asarray(beamlet_uv_mm, dtype=np.float64) / bixel_mm + 0.5).astype(np.int64)
     index = {(int(b), int(i), int(j)): k for k, (b, (i, j)) in enumerate(zip(beam, ij,
                                                                               strict=True))}
     rows, cols, vals = [], [], []
