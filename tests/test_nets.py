@@ -7,7 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from atp.nets import CADBlock, CADUNet, count_parameters  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from atp.nets import CADBlock, CADUNet, count_parameters, pointwise_conv  # noqa: E402
 
 
 @pytest.mark.parametrize(("features", "downsample", "size"), [
@@ -40,6 +42,81 @@ def test_cad_block_widths():
     block = CADBlock(3, 5, 7, growth=3, num_layers=4, se_reduction=2)
     assert block.dense_channels == 5 + 4 * 3
     assert block(torch.randn(1, 5, 4, 4, 4)).shape == (1, 7, 4, 4, 4)
+
+
+def _reference_block(block, x):
+    """Textbook CAD block: each dense layer convolves the concatenation of all before it."""
+    feats = x
+    for k in range(block.num_layers):
+        pre = F.conv3d(feats, block.layer_weight(k), block.layer_bias(k), padding=1)
+        feats = torch.cat([feats, block.adn[k](pre)], dim=1)
+    if block.attention is not None:
+        feats = block.attention(feats)  # MONAI ChannelSELayer: x * gate
+    return block.transition(feats)
+
+
+@pytest.mark.parametrize(("norm", "se", "layers"), [
+    ("batch", 2, 2), ("instance", None, 3), (None, 3, 3)])
+def test_cad_block_equals_concatenating_dense_block(norm, se, layers):
+    torch.manual_seed(0)
+    block = CADBlock(3, 5, 6, growth=3, num_layers=layers, norm=norm, se_reduction=se,
+                     act="prelu")
+    assert block.layer_weight(layers - 1).shape == (3, 5 + (layers - 1) * 3, 3, 3, 3)
+    x = torch.randn(2, 5, 6, 6, 4)
+    block.train()
+    torch.testing.assert_close(block(x), _reference_block(block, x), rtol=1e-4, atol=1e-5)
+    block.eval()
+    xcl = x.contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(block(xcl), _reference_block(block, x), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_of_the_concatenating_layout_loads():
+    torch.manual_seed(0)
+    block = CADBlock(3, 5, 6, growth=3, num_layers=3, norm="batch").eval()
+    old = {k: v for k, v in block.state_dict().items()
+           if not k.startswith(("convs.", "adn."))}
+    for k in range(3):  # earlier layout: dense.{k}.conv = MONAI Convolution (conv + adn)
+        old[f"dense.{k}.conv.conv.weight"] = block.layer_weight(k).detach()
+        for name, value in block.adn[k].state_dict().items():
+            old[f"dense.{k}.conv.adn.{name}"] = value
+    fresh = CADBlock(3, 5, 6, growth=3, num_layers=3, norm="batch").eval()
+    fresh.load_state_dict(old)
+    x = torch.randn(1, 5, 4, 4, 4)
+    torch.testing.assert_close(fresh(x), block(x))
+
+
+def test_dense_layers_he_init_uses_full_fan_in():
+    torch.manual_seed(0)
+    net = CADUNet(3, 10, 1, features=(16, 32), growth=64, layers_per_block=2)
+    block = net.encoder[0]
+    for k, fan_in in enumerate((10 * 27, (10 + 64) * 27)):
+        std = block.layer_weight(k).std().item()
+        assert std == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+
+
+def test_pointwise_conv_matches_conv_in_both_formats():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 3, 6)
+    w, b = torch.randn(7, 5), torch.randn(7)
+    ref = F.conv3d(x, w.view(7, 5, 1, 1, 1), b)
+    torch.testing.assert_close(pointwise_conv(x, w, b), ref)
+    xcl = x.contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(pointwise_conv(xcl, w, b), ref)
+    wb = torch.randn(2, 7, 5)  # one matrix per sample
+    per_sample = torch.stack([F.conv3d(x[i:i + 1], wb[i].view(7, 5, 1, 1, 1))[0]
+                              for i in range(2)])
+    torch.testing.assert_close(pointwise_conv(xcl, wb), per_sample)
+
+
+def test_channels_last_does_not_change_the_output():
+    torch.manual_seed(0)
+    net = CADUNet(3, 2, 1, features=(4, 8, 16), growth=4).eval()
+    x = torch.randn(1, 2, 16, 16, 8)
+    y_cl = net(x)
+    net.channels_last = False
+    y = net(x)
+    assert y_cl.is_contiguous()
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-6)
 
 
 def test_parameter_count_grows_with_width():

@@ -6,17 +6,20 @@ Usage::
                                    [--in-channels 10] [--threads 2] [--no-bf16]
                                    [--channels-last] [--timeout S]
 
-For CAD-UNet (default width) and a MONAI ``DynUNet`` whose width is chosen to match the
-CAD-UNet parameter count (4 levels, batch norm, ReLU), at each cube size, in float32 and under
+For CAD-UNet (default width; it runs its feature maps in channels-last format internally)
+and a MONAI ``DynUNet`` whose width is chosen to match the CAD-UNet parameter count (4 levels,
+batch norm, ReLU), run both as MONAI ships it (NCDHW, ``DynUNet``) and converted to
+``torch.channels_last_3d`` (``DynUNet-CL``, the fair reference for CAD-UNet's memory
+format), at each cube size, in float32 and under
 ``torch.autocast("cpu", dtype=torch.bfloat16)``, prints: parameters, seconds per training
 step (forward + backward + Adam step; median of N after one warm-up step), seconds per
 inference (eval mode, ``inference_mode``; median of N after one warm-up), peak RSS
 (``ru_maxrss``) and the CPU utilisation of the timed steps (about the thread count on an
 idle machine; lower means other processes competed and the timings are inflated). Each
 configuration runs in a fresh subprocess of this module so that the peak RSS is its own.
-Last, the ratio CAD-UNet / DynUNet training-step time. A command, not a test; with the
-defaults it takes about 4 minutes on 2 idle cores (``--sizes 64``: about 1 minute), and
-CAD-UNet at 128^3 in float32 peaks at about 12 GB RSS.
+Last, the ratios CAD-UNet / DynUNet and CAD-UNet / DynUNet-CL of the training-step time. A
+command, not a test; with the defaults it takes about 5 minutes on 2 idle cores
+(``--sizes 64``: about 1 minute).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import time
 #: Repetitions per size when ``--repeats`` is not given (keeps the default run ~10 min).
 AUTO_REPEATS = {32: 5, 64: 3, 96: 2}
 RESULT_TAG = "RESULT "
+#: (label, model) pairs timed at each size and precision.
+MODELS = (("CAD-UNet", "cad"), ("DynUNet", "dynunet"), ("DynUNet-CL", "dynunet_cl"))
 
 
 def peak_rss_mb() -> float:
@@ -46,12 +51,16 @@ def _cpu_seconds() -> float:
 
 
 def build_model(name: str, in_channels: int, *, ref_width: int | None = None):
-    """``"cad"``: default CAD-UNet; ``"dynunet"``: DynUNet with widths ``w, 2w, 4w, 8w``."""
+    """``"cad"``: default CAD-UNet; ``"dynunet"``: DynUNet with widths ``w, 2w, 4w, 8w``.
+
+    ``"dynunet_cl"`` is the same DynUNet; :func:`run_config` converts it and its input to
+    ``torch.channels_last_3d``.
+    """
     if name == "cad":
         from atp.nets import CADUNet
 
         return CADUNet(3, in_channels, 1)
-    if name == "dynunet":
+    if name in ("dynunet", "dynunet_cl"):
         from monai.networks.nets import DynUNet
 
         w = ref_width or 16
@@ -93,7 +102,7 @@ def run_config(cfg: dict) -> dict:
     model = build_model(cfg["model"], cfg["in_channels"], ref_width=cfg.get("ref_width"))
     s, b = cfg["size"], cfg["batch"]
     x = torch.randn(b, cfg["in_channels"], s, s, s)
-    if cfg.get("channels_last"):
+    if cfg.get("channels_last") or cfg["model"] == "dynunet_cl":
         model = model.to(memory_format=torch.channels_last_3d)
         x = x.to(memory_format=torch.channels_last_3d)
     target = torch.rand(b, 1, s, s, s)
@@ -148,7 +157,7 @@ def spawn(cfg: dict, timeout: float) -> dict:
 
 def _row(r: dict) -> str:
     prec = "bf16" if r["bf16"] else "fp32"
-    head = f"{r['label']:<8} {r['size']:>4}^3 {prec:<5}"
+    head = f"{r['label']:<10} {r['size']:>4}^3 {prec:<5}"
     if "error" in r:
         return f"{head} ERROR {r['error']}"
     return (f"{head} {r['params'] / 1e6:7.3f}M {r['train_s']:9.3f} {r['train_min_s']:9.3f} "
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
           "train_min: fastest timed step; warmup_s: first training step;\n"
           "cpu: CPU seconds per wall second in the timed "
           f"training steps (~{args.threads} when the cores are free, lower when contended)")
-    print(f"{'model':<8} {'size':>6} {'prec':<5} {'params':>8} {'train_s':>9} {'train_min':>9} "
+    print(f"{'model':<10} {'size':>6} {'prec':<5} {'params':>8} {'train_s':>9} {'train_min':>9} "
           f"{'infer_s':>9} "
           f"{'peakRSS_MB':>9} {'warmup_s':>9} {'cpu':>5}", flush=True)
     results = []
@@ -203,22 +212,26 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         repeats = 1 if args.quick else args.repeats or AUTO_REPEATS.get(size, 1)
         for bf16 in precisions:
-            for label, model in (("CAD-UNet", "cad"), ("DynUNet", "dynunet")):
+            for label, model in MODELS:
                 cfg = {"model": model, "label": label, "size": size, "bf16": bf16,
                        "batch": args.batch, "in_channels": args.in_channels,
                        "threads": args.threads, "repeats": repeats, "ref_width": ref_width,
                        "channels_last": args.channels_last}
                 results.append(spawn(cfg, args.timeout))
                 print(_row(results[-1]), flush=True)
-    print("ratio CAD-UNet / DynUNet training-step time (inference time):")
+    print("ratio CAD-UNet / DynUNet and CAD-UNet / DynUNet-CL training-step time "
+          "(inference time):")
     for size in args.sizes:
         for bf16 in precisions:
             pair = {r["model"]: r for r in results
                     if r["size"] == size and r["bf16"] == bf16 and "error" not in r}
-            if len(pair) == 2:
-                c, d = pair["cad"], pair["dynunet"]
-                print(f"  {size:>4}^3 {'bf16' if bf16 else 'fp32'}: "
-                      f"{c['train_s'] / d['train_s']:.2f} ({c['infer_s'] / d['infer_s']:.2f})")
+            if "cad" not in pair:
+                continue
+            c = pair["cad"]
+            ratios = [f"{ref}: {c['train_s'] / pair[ref]['train_s']:.2f} "
+                      f"({c['infer_s'] / pair[ref]['infer_s']:.2f})"
+                      for ref in ("dynunet", "dynunet_cl") if ref in pair]
+            print(f"  {size:>4}^3 {'bf16' if bf16 else 'fp32'}: {'; '.join(ratios)}")
     print(f"total {time.perf_counter() - t_start:.0f} s, load average after "
           f"{os.getloadavg()[0]:.2f}")
     return 0

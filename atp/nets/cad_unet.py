@@ -19,7 +19,7 @@ from monai.networks.layers.utils import get_act_layer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from atp.nets.blocks import CADBlock, kaiming_init_
+from atp.nets.blocks import CADBlock, kaiming_init_, pointwise_conv
 
 __all__ = ["CADUNet", "count_parameters"]
 
@@ -65,6 +65,10 @@ class CADUNet(nn.Module):
         Recompute the CAD blocks in the backward pass (``torch.utils.checkpoint``) while
         training, trading compute for memory. Outputs and gradients are unchanged; batch-norm
         running statistics receive one extra momentum update per block per step.
+    channels_last : bool
+        Run the feature maps in channels-last memory format (``torch.channels_last_3d`` in
+        3D). On CPU oneDNN's ``3^n`` convolutions are about twice as fast in it; the output
+        is returned contiguous either way. Parameters are unaffected.
     """
 
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 1, *,
@@ -73,7 +77,8 @@ class CADUNet(nn.Module):
                  act: str | tuple = ("relu", {"inplace": True}),
                  norm: str | tuple | None = "batch", se_reduction: int | None = 4,
                  dropout: float = 0.0, downsample: str = "maxpool",
-                 out_act: str | tuple | None = "relu", checkpointing: bool = False) -> None:
+                 out_act: str | tuple | None = "relu", checkpointing: bool = False,
+                 channels_last: bool = True) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -98,6 +103,7 @@ class CADUNet(nn.Module):
         self.features = features
         self.depth = depth
         self.checkpointing = checkpointing
+        self.channels_last = channels_last
 
         def block(cin: int, cout: int, level: int) -> CADBlock:
             return CADBlock(spatial_dims, cin, cout, growth=growths[level],
@@ -150,6 +156,9 @@ class CADUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d if self.spatial_dims == 3
+                             else torch.channels_last)
         skips = []
         for level, enc in enumerate(self.encoder):
             x = self._run(enc, x)
@@ -159,4 +168,5 @@ class CADUNet(nn.Module):
         for i in range(self.depth - 2, -1, -1):
             x = torch.cat([self.up(x), skips[i]], dim=1)
             x = self._run(self.decoder[i], x)
-        return self.out_act(self.head(x))
+        y = pointwise_conv(x, self.head.weight.flatten(1), self.head.bias)
+        return self.out_act(y).contiguous()
