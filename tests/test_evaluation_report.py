@@ -99,3 +99,30 @@ def test_html_report_single_file(tmp_path):
     assert DISCLAIMER in text
     assert "not a statement of clinical acceptability" in text
     assert "src=\"http" not in text and "<link" not in text
+
+
+def test_tuning_score_by_hand():
+    from atp.evaluation.report import tuning_score
+
+    def rows(atp_target_met: int) -> list[dict]:
+        base = {"site": "lung", "institution": "A"}
+        return [{**base, "plan": "ATP", "goals_met": 8, "goals_total": 10,
+                 "target_goals_met": atp_target_met, "target_goals_total": 2},
+                {**base, "plan": "ATP", "goals_met": 9, "goals_total": 10,
+                 "target_goals_met": 2, "target_goals_total": 2},
+                {**base, "plan": "MNL", "goals_met": 9, "goals_total": 10,
+                 "target_goals_met": 2, "target_goals_total": 2},
+                {**base, "plan": "MNL", "goals_met": 9, "goals_total": 10,
+                 "target_goals_met": 2, "target_goals_total": 2}]
+
+    comparison = [{"kind": "organ", "mean_rel_diff_pct": 10.0},
+                  {"kind": "organ", "mean_rel_diff_pct": 30.0},
+                  {"kind": "target", "mean_rel_diff_pct": -50.0}]  # not a tie-breaker
+    # pass rate (0.8 + 0.9) / 2 = 0.85; organ gain 20 % -> 0.5 / 20 goals * 0.2 = 0.005
+    kept = tuning_score(rows(2), comparison)
+    assert kept["atp_criteria_pass_rate"] == pytest.approx(0.85)
+    assert kept["tuning_score"] == pytest.approx(0.855)
+    # ATP meets 3 of 4 target goals where MNL meets 4 of 4: one lower
+    lost = tuning_score(rows(1), comparison)
+    assert lost["tuning_score"] == pytest.approx(0.855 - 1.0)
+    assert tuning_score([], comparison) == {}
