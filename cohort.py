@@ -9,22 +9,14 @@ finished patients and regenerates corrupted ones.
 
 from __future__ import annotations
 
-import os
+import logging
+from pathlib import Path
 
-# One BLAS thread (unless the caller says otherwise), set before numpy/scipy load: the
-# reference plans' work is sparse products and L-BFGS-B on vectors of a few thousand
-# beamlets, where OpenBLAS threads only spin. Measured on 3 NPC patients at 6 mm (2 cores,
-# shared): 27 s CPU / 27 s wall with the default threads, 5.4 s CPU / 8.5 s wall with one.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import hydra  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from atp.config import CONF_DIR, register_resolvers  # noqa: E402
+from atp.config import CONF_DIR, register_resolvers
 
 log = logging.getLogger("atp.cohort")
 register_resolvers()

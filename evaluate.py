@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from atp.evaluation.report import write_evaluation
     from atp.evaluation.run import evaluate_case
     from atp.io.loading import load_any_case
-    from atp.loggers import close_loggers, instantiate_loggers, log_evaluation
+    from atp.loggers import close_loggers, instantiate_group, log_evaluation
     from atp.models.predict import predict_case
 
     out = Path(cfg.paths.output_dir)
@@ -90,7 +90,7 @@ def evaluate(cfg: DictConfig) -> dict:
         results.append(ev)
     summary = write_evaluation(out, results, site=site["name"], institution=inst["name"],
                                n_figures=cfg.dvh_figures)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"))
     try:
         log_evaluation(loggers, summary, sorted((out / "figures").glob("*.png")))
     finally:

@@ -25,10 +25,6 @@ log = logging.getLogger("atp.train")
 register_resolvers()
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
-    return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     from atp.sweeps import run_job
@@ -43,6 +39,7 @@ def train(cfg: DictConfig) -> dict:
 
     from atp.config import print_config
     from atp.io.atomic import atomic_write_text
+    from atp.loggers import close_loggers, instantiate_group
 
     out_dir = Path(cfg.paths.output_dir)
     print_config(cfg, out_dir / "config.yaml")  # evaluate.py rebuilds the net from it
@@ -57,11 +54,12 @@ def train(cfg: DictConfig) -> dict:
     data.prepare_data()
     data.setup("fit")
     model = instantiate(cfg.model, baseline_dose=data.mean_training_dose())
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                           logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    status = "failed"
     try:
         trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -70,11 +68,9 @@ def train(cfg: DictConfig) -> dict:
                 trainer.checkpoint_callback else None
             trainer.test(model, datamodule=data, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        status = "success"
     finally:
-        for lg in loggers:  # one W&B run per job, also in a multirun
-            finalize = getattr(getattr(lg, "experiment", None), "finish", None)
-            if callable(finalize):
-                finalize()
+        close_loggers(loggers, status=status)
     log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("run folder: %s", out_dir)

@@ -1,4 +1,4 @@
-"""Experiment loggers for the entry points: build them from ``conf/logger``, log, close."""
+"""Experiment loggers (and other config groups) for the entry points: build, log, close."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from pathlib import Path
 log = logging.getLogger("atp.loggers")
 
 
-def instantiate_loggers(group) -> list:
-    """One logger per entry of the ``logger`` group that has a ``_target_``."""
+def instantiate_group(group) -> list:
+    """One object per entry of a config group with a ``_target_`` (loggers, callbacks)."""
     from hydra.utils import instantiate
 
     return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
 
 
-def close_loggers(loggers: Iterable) -> None:
-    """Finish each logger's run (one W&B run per job, also in a multirun)."""
+def close_loggers(loggers: Iterable, *, status: str = "success") -> None:
+    """Finalize each logger and finish its run (one W&B run per job, also in a multirun)."""
     for lg in loggers:
         finalize = getattr(lg, "finalize", None)
         if callable(finalize):
-            finalize("success")
+            finalize(status)
         finish = getattr(getattr(lg, "experiment", None), "finish", None)
         if callable(finish):
             finish()

@@ -136,18 +136,19 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
     from atp.evaluation.figures import dot_plot_relative_differences
     from atp.evaluation.html import write_html_report
 
-    insts = [_first_institution(Path(j["dir"])) for j in done]
+    tables = [{name: read_table(Path(j["dir"]) / "tables" / f"{name}.csv")
+               for name in ("endpoints", "goals_per_case", "timing")} for j in done]
+    insts = [str(t["goals_per_case"][0]["institution"]) if t["goals_per_case"] else j["job"]
+             for j, t in zip(done, tables, strict=True)]
     by_label = len(set(insts)) < len(insts)  # e.g. a tolerance sweep at one institution
     endpoints, goals, timing = [], [], []
-    for j, inst in zip(done, insts, strict=True):
+    for j, inst, t in zip(done, insts, tables, strict=True):
         group = j["label"] if by_label else inst
-        tables = Path(j["dir"]) / "tables"
-        for name, acc in (("endpoints", endpoints), ("goals_per_case", goals),
-                          ("timing", timing)):
-            for row in read_table(tables / f"{name}.csv"):
-                if name != "timing":
-                    row["institution"] = group
-                acc.append({"job": j["label"], **row})
+        for row in t["endpoints"] + t["goals_per_case"]:
+            row["institution"] = group
+        endpoints += [{"job": j["label"], **r} for r in t["endpoints"]]
+        goals += [{"job": j["label"], **r} for r in t["goals_per_case"]]
+        timing += [{"job": j["label"], **r} for r in t["timing"]]
     summary = {"atp_vs_mnl": compare_plans(endpoints, new="ATP", reference="MNL"),
                "criteria_met": goal_pass_rates(goals), "endpoints": endpoints,
                "timing": timing}
@@ -172,11 +173,6 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
             "mean relative difference with 95 % CI (positive = ATP better)",
             out / "atp_vs_mnl.png")], "tables": [("paired comparison", summary["atp_vs_mnl"])]},
     ])
-
-
-def _first_institution(job_dir: Path) -> str:
-    rows = read_table(job_dir / "tables" / "goals_per_case.csv")
-    return str(rows[0]["institution"]) if rows else job_dir.name
 
 
 def _rate(rows: Sequence[Mapping], group: str, plan: str) -> float:

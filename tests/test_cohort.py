@@ -136,3 +136,15 @@ def test_reference_plan_stats():
     assert stats["n"] == 2 and stats["p1_all_met"] == 1 and stats["p1_rate_pct"] == 50.0
     assert stats["target_mean_over_rx_min"] == 0.99
     assert stats["target_mean_over_rx_max"] == 1.01
+
+
+def test_other_settings_do_not_mix_into_an_existing_cohort(tiny_cohorts):
+    from atp.cases import CaseError
+
+    cfg = load_site_config("lung")
+    with pytest.raises(CaseError, match="sparing_pct"):  # the manifest is named
+        cohort_mod.build_cohort(_dir(tiny_cohorts, "lung"), site_cfg=cfg,
+                                institution=load_institution_config("A"), n=3, seed=2020,
+                                spacing_mm=12.0, engine=PencilBeamEngine(),
+                                settings=PlanSettings(max_iter=5), sparing_pct=20.0,
+                                progress=False)

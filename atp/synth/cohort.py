@@ -151,6 +151,10 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     entries: list[dict] = []
     splits = assign_splits(site, seed, n)
     engine = engine_for_grid(engine, spacing_mm=spacing_mm, bixel_mm=bixel_mm)
+    _check_same_settings(result.manifest_path, {
+        "spacing_mm": spacing_mm, "institution": (institution or {}).get("name"),
+        "sparing_pct": sparing_pct, "target_mean_band_pct": list(target_mean_band_pct),
+        "sparing_max_iter": sparing_max_iter, "engine": engine.cache_token()})
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc=f"cohort {site}", disable=not progress):
         pid = f"{site}_{seed}_{i:04d}"
@@ -190,6 +194,20 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     atomic_write_text(result.manifest_path, json.dumps(manifest, indent=1, default=str))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_same_settings(manifest_path: Path, settings: Mapping) -> None:
+    """Refuse to complete a cohort built with other generation settings (no mixing)."""
+    if not manifest_path.is_file():
+        return
+    old = read_manifest(manifest_path.parent)
+    for key, value in settings.items():
+        before, now = (json.dumps(v, sort_keys=True, default=str)
+                       for v in (old.get(key, value), value))
+        if before != now:
+            raise CaseError(str(manifest_path), key, f"the cohort was built with {before}, "
+                            f"this run asks for {now}: use another paths.data_dir or "
+                            "remove the cohort folder")
 
 
 def _entry(case: PatientCase, path: Path, split: str) -> dict:
