@@ -148,3 +148,20 @@ def test_other_settings_do_not_mix_into_an_existing_cohort(tiny_cohorts):
                                 spacing_mm=12.0, engine=PencilBeamEngine(),
                                 settings=PlanSettings(max_iter=5), sparing_pct=20.0,
                                 progress=False)
+
+
+def test_other_planner_settings_do_not_mix_into_an_existing_cohort(tiny_cohorts):
+    from dataclasses import replace
+
+    from atp.cases import CaseError
+
+    manifest = cohort_mod.read_manifest(_dir(tiny_cohorts, "lung"))
+    built = PlanSettings(**manifest["planner"])
+    with pytest.raises(CaseError, match="planner.*falloff_offset_mm"):
+        cohort_mod.build_cohort(_dir(tiny_cohorts, "lung"), site_cfg=load_site_config("lung"),
+                                institution=load_institution_config(manifest["institution"]),
+                                n=manifest["n"], seed=manifest["seed"],
+                                spacing_mm=manifest["spacing_mm"], engine=PencilBeamEngine(),
+                                settings=replace(built, falloff_offset_mm=0.0),
+                                sparing_pct=manifest["sparing_pct"],
+                                sparing_max_iter=manifest["sparing_max_iter"], progress=False)

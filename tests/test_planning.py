@@ -194,3 +194,68 @@ def test_neighbour_pairs_join_bixels_centred_on_half_sizes():
     pairs = neighbour_pairs(beam, np.concatenate([uv[:8], uv[:8]]), bixel_mm=5.0)
     assert pairs.shape == (2 * (4 + 2 * 3), 16)
     assert np.all(np.abs(pairs).sum(axis=1) == 2)
+
+
+def test_falloff_limit_starts_at_the_offset_from_the_target_border(case, influence):
+    """F_CI limit, by hand from its definition: Rx * start within ``offset`` mm of the
+    targets, Rx * (end + (start - end) / e) one fall-off length further out."""
+    from atp.planning.planner import build_terms
+
+    resolved, _ = resolve_goals(case, GoalList.from_dicts(BASE))
+    s = PlanSettings(falloff_start_pct=100, falloff_end_pct=30, falloff_mm=10,
+                     falloff_offset_mm=6)
+    term = next(t for t in build_terms(case, influence, resolved, s) if t.kind == "falloff")
+    rx = case.max_prescription_gy
+    dist = case.distance_to_targets_mm().ravel()[np.asarray(influence.voxel_index)[term.rows]]
+    near = dist <= 6.0
+    assert near.any() and np.allclose(term.limit_gy[near], rx)
+    far = np.isclose(dist, 16.0, atol=0.5)
+    expected = rx * (0.30 + 0.70 * np.exp(-(dist[far] - 6.0) / 10.0))
+    assert far.any() and np.allclose(term.limit_gy[far], expected)
+    assert np.allclose(expected, rx * (0.30 + 0.70 / np.e), rtol=0.02)
+    with pytest.raises(ValueError, match="falloff_offset_mm"):
+        PlanSettings(falloff_offset_mm=-1)
+
+
+@pytest.mark.parametrize("kind, doses, limit", [
+    ("lower_dvh", [69.98] + [70.0] * 10, 70.0),   # D95 = 69.99 by interpolation
+    ("upper_dvh", [30.0] * 10 + [30.02], 30.0),   # D5 = 30.01 by interpolation
+])
+def test_dose_volume_penalty_is_zero_only_when_the_goal_is_met(kind, doses, limit):
+    """11 voxels: D95 (and D5) interpolate halfway between the two extreme sorted doses,
+    so the goal fails by 0.01 Gy while no voxel lies between the metric and the limit.
+    The penalty must still count the 0.02 Gy voxel: 0.02^2 / (ref^2 * 11), by hand."""
+    from atp.planning.objectives import Term, achieved
+
+    d = np.asarray(doses)
+    t = Term(kind, rows=np.arange(d.size), limit_gy=limit, volume_pct=95.0 if
+             kind == "lower_dvh" else 5.0, ref_gy=limit)
+    a = achieved(t, d)
+    assert abs(a - limit) == pytest.approx(0.01)
+    value, grad = t.value_grad(d)
+    assert value == pytest.approx(0.02 ** 2 / (limit ** 2 * 11), rel=1e-6)
+    assert np.count_nonzero(grad) == 1
+
+
+def test_solver_stops_at_an_exact_zero_when_every_term_can_be_met():
+    """A 1-D blurred beam (40 beamlets, Gaussian kernels of 3 voxels over 60 voxels): a
+    20-voxel target at 60-66 Gy and organs <= 20 Gy from 3 voxels away. Some fluence
+    meets every term, so the optimum is exactly 0 and the solve must end there. With
+    L-BFGS-B's own tolerances (ftol = gtol = 1e-12) it stopped at 3.5e-16."""
+    import scipy.sparse as sp
+
+    from atp.planning.objectives import Term
+    from atp.planning.optimizer import FluenceProblem
+
+    x, centres = np.arange(60.0), np.arange(0.0, 60.0, 1.5)
+    kernel = np.exp(-0.5 * ((x[:, None] - centres[None, :]) / 3.0) ** 2)
+    matrix = sp.csc_matrix(kernel.astype(np.float32))
+    target, organs = np.arange(20, 40), np.r_[np.arange(0, 17), np.arange(43, 60)]
+    terms = [Term("lower_min", rows=target, limit_gy=60.0, ref_gy=60.0),
+             Term("upper_max", rows=target, limit_gy=66.0, ref_gy=60.0),
+             Term("upper_max", rows=organs, limit_gy=20.0, ref_gy=60.0)]
+    r = FluenceProblem(matrix).solve(terms, np.full(40, 10.0), max_iter=500)
+    assert r.objective == 0.0 and r.n_iterations < 500
+    dose = matrix @ r.fluence
+    assert dose[target].min() >= 60.0 and dose[target].max() <= 66.0
+    assert dose[organs].max() <= 20.0

@@ -3,7 +3,7 @@
 Usage::
 
     python -m atp.bench.optimizer [--openkbp-dir DIR] [--patient pt_1] [--vmat | --vmat-only]
-                                  [--reference-iters N]
+                                  [--reference-iters N] [--parotid-tolerance PCT ...]
 
 The reference dose stands in for the prediction; the goal list is ``conf/site/npc.yaml``.
 For 9 coplanar fields (and, with ``--vmat``, a 72-direction arc) it prints: iterations,
@@ -13,7 +13,11 @@ bandwidth measured here by copying a large array); how many evaluations the defa
 needs to come within 1 % of a reference optimum (the same problem solved with a long
 run, whose own decrease over its last quarter is printed: a reference still moving by
 about 1 % there is not converged enough to judge the 1 % target); the warm-start saving
-after a tolerance edit; and a full `plan()` wall time.
+after a tolerance edit; and a full `plan()` wall time. Convergence is measured for each
+``--parotid-tolerance`` (default 0 and -60 %). With the goals as predicted every goal and
+control can be met on this case: the optimum is exactly 0 and "within 1 %" means reaching
+it. -60 % is a trade-off that cannot meet every goal, with a positive optimum. Each also
+prints when the objective falls below 1e-6 of its start and how many goals are met.
 Targets: within 1 % in <= 150 evaluations; <= 2x the floor; a 9-field plan <= 30 s.
 A command, not a test.
 """
@@ -44,9 +48,57 @@ def evals_to_reach(history: list[float], level: float) -> int | None:
     return next((i + 1 for i, f in enumerate(history) if f <= level), None)
 
 
-def bench_geometry(name, case, beams, site, *, reference_iters: int, bw: float) -> None:
+def convergence(problem, terms, w0, settings, case, influence, resolved, *,
+                reference_iters: int) -> dict:
+    """Default solve, a long reference run from its end, and how they compare."""
+    from atp.planning import goal_report
+
+    f0 = problem.evaluate(w0, terms)[0]
+    default = problem.solve(terms, w0, max_iter=settings.max_iter)
+    reference = problem.solve(terms, default.fluence, max_iter=reference_iters, rtol=0.0)
+    f_ref = min(min(default.history), min(reference.history))
+    best_ref = np.minimum.accumulate(reference.history)
+    quarter = best_ref[-(len(best_ref) // 4 + 1)]
+    # an optimum of exactly 0 (every goal and control met) leaves no relative scale
+    moving = (quarter - best_ref[-1]) / best_ref[-1] if best_ref[-1] > 0 else 0.0
+    best = reference.fluence if reference.objective <= default.objective else default.fluence
+    reports = []
+    for w in (default.fluence, best):
+        full = np.zeros(influence.grid.size, dtype=np.float32)
+        full[influence.voxel_index] = problem.dose(w)
+        reports.append(goal_report(case, full.reshape(case.shape), resolved))
+    gap = max(abs(a.achieved - b.achieved) for a, b in zip(*reports, strict=True)
+              if a.unit == "Gy")
+    return {"default": default, "reference": reference, "f0": f0, "f_ref": f_ref,
+            "moving": moving, "need": evals_to_reach(default.history, 1.01 * f_ref),
+            "need_1e6": evals_to_reach(default.history, 1e-6 * f0), "gap": gap,
+            "met": [sum(o.met for o in r) for r in reports], "n_goals": len(reports[0])}
+
+
+def print_convergence(label: str, c: dict) -> None:
+    d, f_ref = c["default"], c["f_ref"]
+    at150 = d.history[149] / f_ref if len(d.history) >= 150 and f_ref > 0 else np.nan
+    print(f"-- {label}")
+    print(f"default solve       : {d.n_iterations} iterations, {d.n_evaluations} evaluations, "
+          f"{d.wall_s:.1f} s; objective {d.objective:.4g} = {d.objective / c['f0']:.3g} of "
+          "its start")
+    print(f"reference optimum   : {f_ref:.4g} = {f_ref / c['f0']:.3g} of the start, after "
+          f"{d.n_evaluations} + {c['reference'].n_evaluations} evaluations (long run); it "
+          f"still fell {100 * c['moving']:.2f} % over its last quarter"
+          + ("; the optimum is exactly 0 (every goal and control met), so 'within 1 %' "
+             "asks for an exact 0" if f_ref == 0 else ""))
+    print(f"within 1 % of it    : {c['need'] or 'not reached in'} evaluations of the default "
+          f"(target <= 150); default/optimum {d.objective / f_ref if f_ref > 0 else np.nan:.3g}"
+          f" at the end, {at150:.3g} after 150 evaluations")
+    print(f"objective <= 1e-6 of its start after {c['need_1e6'] or 'never in'} evaluations; "
+          f"goals met: default {c['met'][0]}, reference {c['met'][1]} of {c['n_goals']}; "
+          f"largest goal-metric gap {c['gap']:.2f} Gy")
+
+
+def bench_geometry(name, case, beams, site, *, reference_iters: int, bw: float,
+                   tolerances_pct: list[float]) -> None:
     from atp.dose import PencilBeamEngine
-    from atp.planning import PlanSettings, goal_report, plan, resolve_goals
+    from atp.planning import PlanSettings, plan, resolve_goals
     from atp.planning.optimizer import FluenceProblem
     from atp.planning.planner import build_terms
     from atp.planning.setup import goal_list_for
@@ -56,11 +108,11 @@ def bench_geometry(name, case, beams, site, *, reference_iters: int, bw: float) 
     t_infl = time.perf_counter() - t0
     goals = goal_list_for(site)
     settings = PlanSettings(**site["conformity"])
-    resolved, _ = resolve_goals(case, goals, predicted_dose_gy=case.dose_gy)
-    terms = build_terms(case, influence, resolved, settings)
     problem = FluenceProblem(influence.matrix)
     in_target = np.flatnonzero(case.target_union().ravel()[influence.voxel_index])
     w0 = problem.uniform_fluence(in_target, case.max_prescription_gy)
+    resolved, _ = resolve_goals(case, goals, predicted_dose_gy=case.dose_gy)
+    terms = build_terms(case, influence, resolved, settings)
 
     times = []
     for _ in range(6):
@@ -70,25 +122,19 @@ def bench_geometry(name, case, beams, site, *, reference_iters: int, bw: float) 
     per_eval = float(np.median(times[1:]))
     m = influence.matrix
     floor = 2 * (m.data.nbytes + m.indices.nbytes + m.indptr.nbytes) / (bw * 1e9)
-
-    default = problem.solve(terms, w0, max_iter=settings.max_iter)
-    reference = problem.solve(terms, default.fluence, max_iter=reference_iters, rtol=0.0)
-    f_ref = min(min(default.history), min(reference.history))
-    best_ref = np.minimum.accumulate(reference.history)
-    quarter = best_ref[-(len(best_ref) // 4 + 1)]
-    # an optimum of exactly 0 (every goal and control met) leaves no relative scale
-    ref_moving = (quarter - best_ref[-1]) / best_ref[-1] if best_ref[-1] > 0 else 0.0
-    need = evals_to_reach(default.history, 1.01 * f_ref)
-    best = reference.fluence if reference.objective <= default.objective else default.fluence
-    doses = {}
-    for label, w in (("default", default.fluence), ("reference", best)):
-        full = np.zeros(influence.grid.size, dtype=np.float32)
-        full[influence.voxel_index] = problem.dose(w)
-        doses[label] = full.reshape(case.shape)
-    rep_d = goal_report(case, doses["default"], resolved)
-    rep_r = goal_report(case, doses["reference"], resolved)
-    gap = max(abs(a.achieved - b.achieved) for a, b in zip(rep_d, rep_r, strict=True)
-              if a.unit == "Gy")
+    print(f"\n== {name}: {len(beams)} beams, {influence.n_beamlets} beamlets, "
+          f"{influence.nnz:,} nnz, {influence.matrix_mb:.0f} MB (influence {t_infl:.1f} s)")
+    print(f"per evaluation      : {per_eval * 1e3:.1f} ms; floor of 2 products "
+          f"{floor * 1e3:.1f} ms (bandwidth {bw:.1f} GB/s); ratio {per_eval / floor:.2f} "
+          "(target <= 2)")
+    for tol in tolerances_pct:
+        edit = {"parotid_l": tol, "parotid_r": tol} if tol else None
+        resolved, _ = resolve_goals(case, goals, predicted_dose_gy=case.dose_gy,
+                                    tolerances=edit)
+        terms = build_terms(case, influence, resolved, settings)
+        print_convergence(f"parotid tolerance {tol:+g} %", convergence(
+            problem, terms, w0, settings, case, influence, resolved,
+            reference_iters=reference_iters))
 
     t = time.perf_counter()
     first = plan(case, influence, goals, predicted_dose_gy=case.dose_gy, settings=settings)
@@ -99,21 +145,7 @@ def bench_geometry(name, case, beams, site, *, reference_iters: int, bw: float) 
     warm = plan(case, influence, goals, predicted_dose_gy=case.dose_gy, settings=settings,
                 tolerances=edit, warm_start=first.fluence)
     warm_need = evals_to_reach(warm.objective_history, 1.01 * cold.phases[-1]["objective"])
-
-    print(f"\n== {name}: {len(beams)} beams, {influence.n_beamlets} beamlets, "
-          f"{influence.nnz:,} nnz, {influence.matrix_mb:.0f} MB (influence {t_infl:.1f} s)")
-    print(f"default solve       : {default.n_iterations} iterations, {default.n_evaluations} "
-          f"evaluations, {default.wall_s:.1f} s, objective {default.objective:.4g}")
-    print(f"per evaluation      : {per_eval * 1e3:.1f} ms; floor of 2 products "
-          f"{floor * 1e3:.1f} ms (bandwidth {bw:.1f} GB/s); ratio {per_eval / floor:.2f} "
-          "(target <= 2)")
-    print(f"reference optimum   : {f_ref:.4g} after {default.n_evaluations} + "
-          f"{reference.n_evaluations} evaluations (long run); it still fell "
-          f"{100 * ref_moving:.2f} % over its last {len(best_ref) // 4} evaluations")
-    print(f"within 1 % of it    : {need if need else 'not reached in'} evaluations of the "
-          f"default (target <= 150); objective ratio default/optimum "
-          f"{default.objective / f_ref if f_ref > 0 else np.nan:.2f}; largest goal-metric "
-          f"gap {gap:.2f} Gy")
+    print("--")
     print(f"plan() end to end   : {t_plan:.1f} s ({first.summary()}) (target <= 30 s for "
           "9 fields)")
     print(f"warm start          : cold {cold.n_evaluations} evaluations; warm reached the "
@@ -128,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vmat", action="store_true", help="also a 72-direction arc")
     parser.add_argument("--vmat-only", action="store_true", help="only the 72-direction arc")
     parser.add_argument("--reference-iters", type=int, default=800)
+    parser.add_argument("--parotid-tolerance", type=float, action="append", default=None,
+                        help="problems to converge (%%, repeatable; default 0 and -60: "
+                             "the goals as predicted, and a trade-off that cannot meet all)")
     args = parser.parse_args(argv)
 
     from atp.dose import beams_from_config, default_isocenter_mm
@@ -146,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "arcs": [{"start_deg": 180, "stop_deg": 180}]}))
     for name, tech in geometries:
         bench_geometry(name, case, beams_from_config(tech, isocenter_mm=iso), site,
-                       reference_iters=args.reference_iters, bw=bw)
+                       reference_iters=args.reference_iters, bw=bw,
+                       tolerances_pct=args.parotid_tolerance or [0.0, -60.0])
     return 0
 
 

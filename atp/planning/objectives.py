@@ -64,7 +64,10 @@ class Term:
             # mean violation squared, normalised by ref^2 (n cancels in the mean)
             return diff * diff / self.ref_gy ** 2, np.full(n, 2.0 * diff / (self.ref_gy ** 2 * n))
         else:  # dose-volume
-            d_x = float(np.percentile(d, 100.0 - self.volume_pct))
+            # the sample next to D_x% on the failing side: the metric interpolates between
+            # two sorted doses and meets its limit only when both do, so both are penalized
+            side = "higher" if k == "upper_dvh" else "lower"
+            d_x = float(np.percentile(d, 100.0 - self.volume_pct, method=side))
             if k == "upper_dvh":
                 r = np.where((d > v) & (d <= d_x), d - v, 0.0)
             else:

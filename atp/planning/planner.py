@@ -3,8 +3,11 @@
 Priority -> weight: ``weight = goal.weight * ladder ** (p_max - p)`` with ``p_max`` the
 lowest priority in use (default ladder 10: each level counts ten times the next).
 Two controls are added to the goals: F_CI, a normal-tissue fall-off limit
-``Rx_max * (end + (start - end) * exp(-r / falloff_mm))`` at distance ``r`` from the targets,
-and F_maxdose, an overdose penalty above ``maxdose_pct`` (106 %) of the highest Rx.
+``Rx_max * (end + (start - end) * exp(-max(r - offset, 0) / falloff_mm))`` at distance ``r``
+from the targets (``offset`` = ``falloff_offset_mm``, the "distance from target border" of
+commercial normal-tissue objectives: a limit that falls from the target's own border
+conflicts with its D95 coverage), and F_maxdose, an overdose penalty above
+``maxdose_pct`` (106 %) of the highest Rx.
 Hard (priority-1) goals still violated after a solve get their weight multiplied by
 ``p1_boost`` and the plan is re-optimized from where it stopped (``p1_rounds`` times).
 """
@@ -39,6 +42,7 @@ class PlanSettings:
     falloff_start_pct: float = 100.0
     falloff_end_pct: float = 30.0
     falloff_mm: float = 15.0
+    falloff_offset_mm: float = 5.0
     falloff_priority: int = 3
     maxdose_pct: float = 106.0
     maxdose_priority: int = 2
@@ -50,6 +54,8 @@ class PlanSettings:
     def __post_init__(self) -> None:
         if self.mode not in ("weighted", "lexicographic"):
             raise ValueError(f"PlanSettings.mode: '{self.mode}' is not weighted/lexicographic")
+        if not self.falloff_offset_mm >= 0.0:
+            raise ValueError("PlanSettings.falloff_offset_mm must be >= 0")
         if not self.ladder >= 1.0:
             raise ValueError("PlanSettings.ladder must be >= 1")
 
@@ -152,8 +158,9 @@ def build_terms(case: PatientCase, influence, resolved: list[ResolvedGoal],
     dist = case.distance_to_targets_mm()
     nt = rows(case.body_mask & ~case.target_union())
     s = settings
+    beyond_mm = np.maximum(dist.ravel()[vi[nt]] - s.falloff_offset_mm, 0.0)
     limit = rx_max * (s.falloff_end_pct + (s.falloff_start_pct - s.falloff_end_pct)
-                      * np.exp(-dist.ravel()[vi[nt]] / s.falloff_mm)) / 100.0
+                      * np.exp(-beyond_mm / s.falloff_mm)) / 100.0
     terms.append(Term("falloff", rows=nt, limit_gy=limit, weight=weight(s.falloff_priority),
                       ref_gy=rx_max, priority=s.falloff_priority, label="F_CI falloff"))
     terms.append(Term("upper_max", rows=np.arange(vi.size), limit_gy=rx_max * s.maxdose_pct / 100,

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +154,8 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     _check_same_settings(result.manifest_path, {
         "spacing_mm": spacing_mm, "institution": (institution or {}).get("name"),
         "sparing_pct": sparing_pct, "target_mean_band_pct": list(target_mean_band_pct),
-        "sparing_max_iter": sparing_max_iter, "engine": engine.cache_token()})
+        "sparing_max_iter": sparing_max_iter, "engine": engine.cache_token(),
+        "planner": asdict(settings)})
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc=f"cohort {site}", disable=not progress):
         pid = f"{site}_{seed}_{i:04d}"
@@ -189,7 +190,8 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                 "institution": (institution or {}).get("name"), "sparing_pct": sparing_pct,
                 "target_mean_band_pct": list(target_mean_band_pct),
                 "sparing_max_iter": sparing_max_iter,
-                "engine": engine.cache_token(), "atp_version": atp.__version__,
+                "engine": engine.cache_token(), "planner": asdict(settings),
+                "atp_version": atp.__version__,
                 "patients": entries}
     atomic_write_text(result.manifest_path, json.dumps(manifest, indent=1, default=str))
     result.seconds = time.perf_counter() - t0
