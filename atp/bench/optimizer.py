@@ -14,10 +14,11 @@ needs to come within 1 % of a reference optimum (the same problem solved with a 
 run, whose own decrease over its last quarter is printed: a reference still moving by
 about 1 % there is not converged enough to judge the 1 % target); the warm-start saving
 after parotid edits of -5, -10 and -20 %; and a full `plan()` wall time. Convergence is
-measured for each ``--parotid-tolerance`` (default 0 and -60 %). With the goals as
+measured for each ``--parotid-tolerance`` (default 0 and -80 %). With the goals as
 predicted every goal and control can be met on this case: the optimum is exactly 0 and
-"within 1 %" means reaching it. -60 % is a trade-off that cannot meet every goal, with a
-positive optimum. Each also prints when the objective falls below 1e-6 of its start and
+"within 1 %" means reaching it. -80 % is a trade-off that cannot meet every goal, with a
+positive optimum (at -60 % the optimum is near 0 and a 1,500-iteration run is still far
+from it). Each also prints when the objective falls below 1e-6 of its start and
 how many goals are met.
 Targets: within 1 % in <= 150 evaluations; <= 2x the floor; a 9-field plan <= 30 s.
 A command, not a test.
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vmat-only", action="store_true", help="only the 72-direction arc")
     parser.add_argument("--reference-iters", type=int, default=800)
     parser.add_argument("--parotid-tolerance", type=float, action="append", default=None,
-                        help="problems to converge (%%, repeatable; default 0 and -60: "
+                        help="problems to converge (%%, repeatable; default 0 and -80: "
                              "the goals as predicted, and a trade-off that cannot meet all)")
     parser.add_argument("--falloff-offset-mm", type=float, default=None,
                         help="F_CI distance from the target border (default: the site's)")
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, tech in geometries:
         bench_geometry(name, case, beams_from_config(tech, isocenter_mm=iso), site,
                        reference_iters=args.reference_iters, bw=bw,
-                       tolerances_pct=args.parotid_tolerance or [0.0, -60.0],
+                       tolerances_pct=args.parotid_tolerance or [0.0, -80.0],
                        falloff_offset_mm=args.falloff_offset_mm)
     return 0
 

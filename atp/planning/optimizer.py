@@ -10,11 +10,12 @@ Convergence (same benchmark, 9 fields, reference dose as the prediction): every 
 control can be met there, and the objective reaches exactly 0 (no voxel violates any
 term) in about 80 evaluations. L-BFGS-B's own ftol and gtol are therefore 0: a solve ends
 at an exact optimum, when `solve`'s relative-progress window stalls, or at ``max_iter``.
-On a trade-off that cannot meet every goal (parotids 60 % below the prediction) the tail
-is sublinear (f - f* ~ 1/k): the residual lies along fluence modes that the dose blurring
-makes nearly flat. A convex QP with the optimum's active set frozen, uniform voxel weights,
-Jacobi scaling or damped Gauss-Newton steps converge as slowly, so the cause is the
-conditioning of the dose matrix itself, not the priority ladder or the kinks.
+On a trade-off that cannot meet every goal (parotids 80 % below the prediction) the tail
+is slow (with the fall-off from the target border, a fit gave f - f* ~ 1/k): the
+residual lies along fluence modes that the dose blurring makes nearly flat. A convex QP
+with the optimum's active set frozen, uniform voxel weights, Jacobi scaling or damped
+Gauss-Newton steps converged as slowly, so the cause is the conditioning of the dose
+matrix itself, not the priority ladder or the kinks.
 """
 
 from __future__ import annotations
