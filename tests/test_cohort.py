@@ -165,3 +165,22 @@ def test_other_planner_settings_do_not_mix_into_an_existing_cohort(tiny_cohorts)
                                 settings=replace(built, falloff_offset_mm=0.0),
                                 sparing_pct=manifest["sparing_pct"],
                                 sparing_max_iter=manifest["sparing_max_iter"], progress=False)
+
+
+def test_a_cohort_without_recorded_planner_settings_is_not_completed(tiny_cohorts, tmp_path):
+    """A manifest from an older atp has no 'planner' entry: refuse rather than guess."""
+    import json
+
+    from atp.cases import CaseError
+
+    manifest = cohort_mod.read_manifest(_dir(tiny_cohorts, "lung"))
+    planner = manifest.pop("planner")
+    (tmp_path / cohort_mod.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CaseError, match="planner.*not recorded"):
+        cohort_mod.build_cohort(tmp_path, site_cfg=load_site_config("lung"),
+                                institution=load_institution_config(manifest["institution"]),
+                                n=manifest["n"], seed=manifest["seed"],
+                                spacing_mm=manifest["spacing_mm"], engine=PencilBeamEngine(),
+                                settings=PlanSettings(**planner),
+                                sparing_pct=manifest["sparing_pct"],
+                                sparing_max_iter=manifest["sparing_max_iter"], progress=False)

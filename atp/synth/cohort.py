@@ -199,13 +199,13 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
 
 
 def _check_same_settings(manifest_path: Path, settings: Mapping) -> None:
-    """Refuse to complete a cohort built with other generation settings (no mixing)."""
+    """Refuse to complete a cohort built with other (or unrecorded) settings: no mixing."""
     if not manifest_path.is_file():
         return
     old = read_manifest(manifest_path.parent)
     for key, value in settings.items():
         before, now = (json.dumps(v, sort_keys=True, default=str)
-                       for v in (old.get(key, value), value))
+                       for v in (old.get(key, "not recorded"), value))
         if before != now:
             raise CaseError(str(manifest_path), key, f"the cohort was built with {before}, "
                             f"this run asks for {now}: use another paths.data_dir or "
