@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python cohort.py site=$(DEMO_SITE) spacing_mm=6 n=24 hydra.run.dir=$(DEMO_OUT)/cohort
 	$(BIN)/python train.py site=$(DEMO_SITE) experiment=cpu_quick logger=csv hydra.run.dir=$(DEMO_OUT)/train
 	$(BIN)/python evaluate.py -m site=$(DEMO_SITE) institution=A,C patients_from=A \
-	    experiment=cpu_quick ckpt_path=$(DEMO_OUT)/train/checkpoints/last.ckpt \
+	    evaluation=cpu_quick ckpt_path=$(DEMO_OUT)/train/checkpoints/last.ckpt \
 	    hydra.sweep.dir=$(DEMO_OUT)/evaluate
 	@echo "report: $(DEMO_OUT)/evaluate/summary/report.html (per institution: */report.html)"
 

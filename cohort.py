@@ -26,11 +26,11 @@ register_resolvers()
 def main(cfg: DictConfig) -> str:
     from atp.cases import load_case
     from atp.synth.cohort import build_cohort, read_manifest, reference_plan_stats
-    from atp.synth.figures import plot_case
+    from atp.viz import plot_case
 
     site = OmegaConf.to_container(cfg.site, resolve=True)
     inst = OmegaConf.to_container(cfg.institution, resolve=True)
-    settings = instantiate(cfg.planner, **site.get("conformity", {}))
+    settings = instantiate(cfg.planner)
     result = build_cohort(cfg.out_dir, site_cfg=site, institution=inst, n=cfg.n,
                           seed=cfg.seed, spacing_mm=cfg.spacing_mm,
                           engine=instantiate(cfg.engine), settings=settings,

@@ -2,7 +2,7 @@
 
     python evaluate.py site=lung institution=B ckpt_path=<run>/checkpoints/last.ckpt
     python evaluate.py --multirun site=lung institution=A,B,C ckpt_path=...
-    python evaluate.py -m experiment=tune_tolerances site=lung ckpt_path=...   # Optuna
+    python evaluate.py -m evaluation=tune_tolerances site=lung ckpt_path=...   # Optuna
 
 Writes per-case and summary tables (CSV), figures and a self-contained report.html; a
 multirun also writes one summary of all its jobs (atp.sweep_summary).
@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
     data.prepare_data()
     data.setup("test")
     files = data.splits[cfg.split][: cfg.max_cases or None]
-    engine, settings = instantiate(cfg.engine), instantiate(cfg.planner, **site["conformity"])
+    engine, settings = instantiate(cfg.engine), instantiate(cfg.planner)
     tol = OmegaConf.to_container(cfg.tolerance)
 
     def predict(case):
@@ -84,9 +84,12 @@ def evaluate(cfg: DictConfig) -> dict:
     for i, path in enumerate(files):
         case = load_any_case(path, site=site["name"])
         ev = evaluate_case(case, predict, site_cfg=site, institution=inst, engine=engine,
-                           settings=settings, tolerances=tol)
-        log.info("%d/%d %s: ATP %s | MNL %s | %.1f s", i + 1, len(files), case.patient_id,
-                 ev.atp.summary(), ev.mnl.summary(), ev.timing_s["end_to_end_s"])
+                           settings=settings, tolerances=tol,
+                           cache_dir=cfg.paths.cache_dir if cfg.cache else None)
+        comp = ev.comparator
+        log.info("%d/%d %s: ATP %s | %s %s | %.1f s", i + 1, len(files), case.patient_id,
+                 ev.atp.summary(), comp.label, comp.result.summary() if comp.result else
+                 "(the case's own dose)", ev.timing_s["end_to_end_s"])
         results.append(ev)
     summary = write_evaluation(out, results, site=site["name"], institution=inst["name"],
                                n_figures=cfg.dvh_figures)

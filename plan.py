@@ -79,7 +79,7 @@ def plan_case(cfg: DictConfig) -> dict:
         influence = engine.influence(case, beams)
     t_influence = time.perf_counter() - t0
 
-    settings = instantiate(cfg.planner, **site.get("conformity", {}))
+    settings = instantiate(cfg.planner)
     tolerances = tolerances_for(site, inst, OmegaConf.to_container(cfg.tolerance))
     warm = None
     if cfg.warm_start is not None:  # the refinement loop: re-optimize from a previous plan

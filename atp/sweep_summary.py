@@ -23,11 +23,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from atp.evaluation.compare import compare_plans, goal_pass_rates, write_table
-from atp.viz import save_figure
+from atp.viz import bar_chart, save_figure
 
 SUMMARY_DIR = "summary"
 _TEXT_COLUMNS = {"case", "patient_id", "site", "institution", "plan", "metric", "unit",
@@ -113,28 +112,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     return {"dir": out, "jobs": jobs, "kind": kind}
 
 
-def _bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str,
-               ylabel: str):
-    from atp.viz.dvh import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2.5), 4.0))
-    x = np.arange(len(labels), dtype=np.float64)
-    width = 0.8 / max(len(series), 1)
-    for i, (name, values) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, np.asarray(values, dtype=np.float64),
-               width, label=name)
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path) -> None:
-    from atp.evaluation.figures import dot_plot_relative_differences
     from atp.evaluation.html import write_html_report
+    from atp.viz.evaluation import dot_plot_relative_differences
 
     tables = [{name: read_table(Path(j["dir"]) / "tables" / f"{name}.csv")
                for name in ("endpoints", "goals_per_case", "timing")} for j in done]
@@ -157,7 +137,7 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
     groups = list(dict.fromkeys(str(r["institution"]) for r in goals))
     rates = {plan: [_rate(summary["criteria_met"], g, plan) for g in groups]
              for plan in ("ATP", "MNL")}
-    save_figure(_bar_chart(groups, rates, title="criteria met per job (protocol goal list)",
+    save_figure(bar_chart(groups, rates, title="criteria met per job (protocol goal list)",
                            ylabel="criteria pass rate"), out / "criteria_met.png")
     dots = [r for r in summary["atp_vs_mnl"] if r["institution"] != "all"]
     save_figure(dot_plot_relative_differences(dots, title="ATP vs MNL per job group"),
@@ -192,7 +172,7 @@ def _summarize_training(done: Sequence[dict], out: Path) -> None:
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)
             if ("mae" in k or "score" in k) and k != "job"][:4]
     if keys:
-        save_figure(_bar_chart([r["job"] for r in rows],
+        save_figure(bar_chart([r["job"] for r in rows],
                                {k: [r.get(k, math.nan) for r in rows] for k in keys},
                                title="final metrics per job", ylabel="Gy"),
                     out / "metrics.png")
@@ -207,7 +187,7 @@ def _summarize_plans(done: Sequence[dict], out: Path) -> None:
             rows += [{"job": j["label"], **r} for r in report]
             per_job[j["label"]] = sum(bool(r["met"]) for r in report) / max(len(report), 1)
     write_table(rows, out / "goals.csv")
-    save_figure(_bar_chart(list(per_job), {"goals met": list(per_job.values())},
+    save_figure(bar_chart(list(per_job), {"goals met": list(per_job.values())},
                            title="share of goals met per job", ylabel="share"),
                 out / "goals_met.png")
 

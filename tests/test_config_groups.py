@@ -40,7 +40,7 @@ def test_engine_group_instantiates(engine):
 @pytest.mark.parametrize("planner", _group_options("planner"))
 def test_planner_group_instantiates(planner):
     cfg = _compose("plan", [f"planner={planner}", "case=x"])
-    settings = instantiate(cfg.planner, **cfg.site.conformity)
+    settings = instantiate(cfg.planner)  # the site's conformity block is interpolated
     assert isinstance(settings, PlanSettings) and settings.mode == planner
 
 

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from atp.evaluation import (
+from atp.evaluation import write_html_report
+from atp.evaluation.html import DISCLAIMER, format_cell
+from atp.viz import (
     dose_difference_slices,
     dot_plot_relative_differences,
     dot_plot_vs_prediction,
-    write_html_report,
+    save_figure,
 )
-from atp.evaluation.html import DISCLAIMER, format_cell
-from atp.viz import save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

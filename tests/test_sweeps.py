@@ -105,7 +105,7 @@ def test_submitit_local_job(tiny_checkpoint, tiny_cohorts, tmp_path):
 
 def test_tune_tolerances_with_optuna(tiny_checkpoint, tiny_cohorts, tmp_path):
     res = _run("evaluate.py", [*_evaluate_args(tiny_checkpoint, tiny_cohorts, tmp_path),
-                               "experiment=tune_tolerances", "hydra.sweeper.n_trials=2"])
+                               "evaluation=tune_tolerances", "hydra.sweeper.n_trials=2"])
     assert res.returncode == 0, res.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"tolerance.lungs", "tolerance.heart",

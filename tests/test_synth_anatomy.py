@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 from atp.cases import CaseError, load_case, save_case
 from atp.names import BODY, SITE_ORGANS, SITES, ptv_name
 from atp.synth import generate_anatomy
-from atp.synth.figures import plot_case
+from atp.viz import plot_case
 
 SPACING_MM = 12.0
 SEEDS = (0, 1, 2)
@@ -299,7 +299,7 @@ def test_plot_case_writes_a_png(cases, tmp_path):
 
 def test_synth_never_imports_the_dl_stack():
     # Source: DESIGN.md layer rule (domain layer is numpy/scipy only).
-    code = ("import sys, atp.synth, atp.synth.figures, atp.synth.sites\n"
+    code = ("import sys, atp.synth, atp.viz, atp.synth.sites\n"
             "bad = {'torch', 'pytorch_lightning', 'lightning', 'hydra', 'omegaconf', 'monai'}\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

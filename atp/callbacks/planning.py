@@ -8,6 +8,8 @@ endpoints and one DVH figure (ATP, prediction, reference).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,30 @@ import pytorch_lightning as pl
 
 
 class GoalGuidedPlanning(pl.Callback):
-    def __init__(self, *, every_n_epochs: int = 10, n_cases: int = 2,
-                 institution: dict | None = None, max_iter: int = 100):
+    """Parameters
+    ----------
+    institution : mapping
+        The institution config (beams, prescriptions, tolerances, extra goals).
+    engine : DoseEngine
+        The configured dose engine (``conf/engine``).
+    planner : PlanSettings
+        The configured planner (``conf/planner``); ``max_iter`` replaces its iteration
+        limit, so that the plans stay short during training.
+    every_n_epochs, n_cases : int
+        How often, and how many validation cases.
+    """
+
+    def __init__(self, *, institution: Mapping, engine, planner, every_n_epochs: int = 10,
+                 n_cases: int = 2, max_iter: int | None = 100):
+        if not institution or "name" not in institution:
+            raise ValueError("GoalGuidedPlanning: institution must be an institution config "
+                             "(conf/institution/<name>.yaml)")
         self.every_n_epochs = max(1, int(every_n_epochs))
         self.n_cases = int(n_cases)
-        self.institution = dict(institution or {})
-        self.max_iter = int(max_iter)
+        self.institution = dict(institution)
+        self.engine = engine
+        self.settings = planner if max_iter is None else dataclasses.replace(
+            planner, max_iter=int(max_iter))
         self.history: list[dict] = []
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule):
@@ -36,30 +56,29 @@ class GoalGuidedPlanning(pl.Callback):
             module.log(f"val_plan/{key}", value)
 
     def plan_cases(self, module, dm, out_dir: Path, *, epoch: int) -> dict:
-        from atp.dose import PencilBeamEngine
         from atp.evaluation.endpoints import plan_endpoints
         from atp.evaluation.run import evaluate_case
         from atp.io.loading import load_any_case
         from atp.models.predict import predict_case
-        from atp.planning import PlanSettings
+        from atp.planning import resolve_goals
         from atp.planning.outputs import save_plan
+        from atp.planning.setup import goal_list_for
 
         site = dm.site
-        settings = PlanSettings(max_iter=self.max_iter, **site.get("conformity", {}))
         p1, goals, diffs = [], [], []
         for i, path in enumerate(dm.splits["val"][: self.n_cases]):
             case = load_any_case(path, site=site["name"])
             ev = evaluate_case(case, lambda c: predict_case(
                 module, c, organs=dm.organs, include_ct=dm.include_ct,
-                mirror_to=dm.mirror_to), site_cfg=site,
-                institution=self.institution or {"name": "A"},
-                engine=PencilBeamEngine(), settings=settings)
+                mirror_to=dm.mirror_to), site_cfg=site, institution=self.institution,
+                engine=self.engine, settings=self.settings)
             p1.append(ev.atp.all_p1_met)
             goals.append(ev.atp.n_goals_met / max(len(ev.atp.report), 1))
             if case.dose_gy is not None:
+                protocol, _ = resolve_goals(case, goal_list_for(site, self.institution))
                 ref = {r["metric"]: r["value"] for r in plan_endpoints(
                     case, case.dose_gy, plan="reference", site=site["name"],
-                    institution="", resolved=ev.mnl.resolved) if r["kind"] == "organ"}
+                    institution="", resolved=protocol) if r["kind"] == "organ"}
                 diffs += [abs(r["value"] - ref[r["metric"]]) for r in ev.rows
                           if r["plan"] == "ATP" and r["metric"] in ref and r["unit"] == "Gy"]
             if i == 0:

@@ -40,9 +40,10 @@ class DoseDataModule(pl.LightningDataModule):
         For ``dicom``: where the imported case files go (imported once, by
         `prepare_data`, at ``spacing_mm``); the data module then reads them as a folder.
     cohort : mapping, optional
-        ``{n, seed, spacing_mm}``: `prepare_data` builds a missing synthetic cohort with
-        them, the built-in engine and the site's planner settings (``institution`` gives
-        the beams and prescriptions).
+        ``{n, seed, spacing_mm, engine, planner}``: `prepare_data` builds a missing
+        synthetic cohort with them (``engine``: a `DoseEngine`, ``planner``: the
+        `PlanSettings` of the reference plans, both from their config groups;
+        ``institution`` gives the beams and prescriptions).
     """
 
     mirror_to: str | None = None
@@ -106,16 +107,19 @@ class DoseDataModule(pl.LightningDataModule):
             if self.cohort is None:
                 raise CaseError(str(self.root), "manifest.json",
                                 "no synthetic cohort: run python cohort.py site=... first")
-            from atp.dose import PencilBeamEngine
-            from atp.planning import PlanSettings
             from atp.synth.cohort import build_cohort
 
-            log.info("no synthetic cohort at %s: building it (%s)", self.root, self.cohort)
+            missing = [k for k in ("n", "seed", "spacing_mm", "engine", "planner")
+                       if self.cohort.get(k) is None]
+            if missing:
+                raise CaseError(str(self.root), "data.cohort", f"cannot build the missing "
+                                f"synthetic cohort: no {missing} (set them in conf/data)")
+            log.info("no synthetic cohort at %s: building %s patients", self.root,
+                     self.cohort["n"])
             build_cohort(self.root, site_cfg=self.site, institution=self.institution,
                          n=int(self.cohort["n"]), seed=int(self.cohort["seed"]),
                          spacing_mm=float(self.cohort["spacing_mm"]),
-                         engine=PencilBeamEngine(),
-                         settings=PlanSettings(**self.site.get("conformity", {})))
+                         engine=self.cohort["engine"], settings=self.cohort["planner"])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -11,19 +11,11 @@ from atp.evaluation.compare import (
     preference_proxy,
     write_table,
 )
-from atp.evaluation.figures import (
-    dose_difference_slices,
-    dot_plot_relative_differences,
-    dot_plot_vs_prediction,
-)
 from atp.evaluation.html import write_html_report
 
 __all__ = [
     "compare_plans",
     "compare_to_prediction",
-    "dose_difference_slices",
-    "dot_plot_relative_differences",
-    "dot_plot_vs_prediction",
     "goal_pass_rates",
     "preference_proxy",
     "write_html_report",

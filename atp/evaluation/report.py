@@ -1,10 +1,18 @@
-"""Write an evaluation run: per-case and summary tables, figures and report.html."""
+"""Write an evaluation run: per-case and summary tables, figures and report.html.
+
+The report is assembled from `ITEMS`, a list of table and figure specs (file name,
+report section, caption, builder). Adding a table or a figure to every evaluation is one
+entry; a builder receives the `EvaluationContext` (the evaluated cases and the tables
+built so far) and returns rows (a table) or a matplotlib figure. Per-case figures are
+drawn for the first ``n_figures`` cases.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +24,28 @@ from atp.evaluation.compare import (
     preference_proxy,
     write_table,
 )
-from atp.evaluation.figures import (
+from atp.evaluation.html import write_html_report
+from atp.viz import (
     dose_difference_slices,
     dot_plot_relative_differences,
     dot_plot_vs_prediction,
+    plot_dvh_overlay,
+    save_figure,
 )
-from atp.evaluation.html import write_html_report
-from atp.viz import plot_dvh_overlay, save_figure
+
+ATP = "ATP"
 
 
-def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = ()) -> dict:
+def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = (), *,
+                 reference: str = "MNL") -> dict:
     """Criteria pass rate of ATP, subject to target coverage (the Optuna objective).
 
     Both plans are judged on the protocol goal list. The score is ATP's criteria pass
     rate, plus a tie-breaker worth less than half a goal of one case: the mean relative
-    organ-dose improvement of ATP over MNL (``comparison`` rows of kind ``organ``, clipped
-    to +-100 %), scaled by ``0.5 / goals``. A plan set where ATP meets fewer target goals
-    than MNL scores 1 lower, so it ranks below every one that keeps coverage.
+    organ-dose improvement of ATP over the ``reference`` plan (``comparison`` rows of
+    kind ``organ``, clipped to +-100 %), scaled by ``0.5 / goals``. A plan set where ATP
+    meets fewer target goals than the reference scores 1 lower, so it ranks below every
+    one that keeps coverage.
     """
     def share(plan: str, key: str) -> float:
         rows = [g for g in goal_rows if g["plan"] == plan]
@@ -40,7 +53,7 @@ def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = ()) -> 
         total = sum(int(g[f"{key}total"]) for g in rows)
         return met / total if total else float("nan")
 
-    atp_rows = [g for g in goal_rows if g["plan"] == "ATP" and g["goals_total"]]
+    atp_rows = [g for g in goal_rows if g["plan"] == ATP and g["goals_total"]]
     if not atp_rows:
         return {}
     rate = float(np.mean([g["goals_met"] / g["goals_total"] for g in atp_rows]))
@@ -48,92 +61,180 @@ def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = ()) -> 
              if r.get("kind") == "organ" and np.isfinite(float(r["mean_rel_diff_pct"]))]
     gain = float(np.clip(np.mean(organ), -100.0, 100.0)) / 100.0 if organ else 0.0
     tie = 0.5 / sum(int(g["goals_total"]) for g in atp_rows) * gain
-    cov_atp, cov_mnl = share("ATP", "target_goals_"), share("MNL", "target_goals_")
-    keeps = not cov_atp < cov_mnl - 1e-9
+    cov_atp, cov_ref = share(ATP, "target_goals_"), share(reference, "target_goals_")
+    keeps = not cov_atp < cov_ref - 1e-9
     score = rate + tie
-    return {"atp_criteria_pass_rate": rate, "atp_organ_gain_vs_mnl": gain,
-            "atp_target_goals_met_share": cov_atp, "mnl_target_goals_met_share": cov_mnl,
+    key = reference.lower()
+    return {"atp_criteria_pass_rate": rate, f"atp_organ_gain_vs_{key}": gain,
+            "atp_target_goals_met_share": cov_atp, f"{key}_target_goals_met_share": cov_ref,
             "tuning_score": score if keeps else score - 1}
 
 
+@dataclass
+class EvaluationContext:
+    """What the builders see: the evaluated cases and the tables built so far."""
+
+    results: Sequence
+    site: str
+    institution: str
+    comparator: str
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+
+    def rows(self) -> list[dict]:
+        return [r for ev in self.results for r in ev.rows]
+
+    def goals(self) -> list[dict]:
+        return [g for ev in self.results for g in ev.goals]
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """One table or figure of the evaluation report.
+
+    ``name`` is the file stem (``tables/<name>.csv`` or ``figures/<name>.png``; per-case
+    items get ``_<patient id>`` appended), ``section`` the report heading it goes under
+    and ``caption`` its caption (``{comparator}`` and ``{case}`` are filled in).
+    ``build(ctx)`` returns rows or a figure; a per-case item's ``build(ctx, ev)`` gets
+    the `CaseEvaluation` too.
+    """
+
+    name: str
+    section: str
+    caption: str
+    build: Callable
+    kind: str = "table"  # or "figure"
+    per_case: bool = False
+
+
+SECTIONS = ("Summary", "ATP vs {comparator}", "ATP vs prediction", "Cases")
+
+
+def _comparison(ctx):
+    return compare_plans(ctx.rows(), new=ATP, reference=ctx.comparator)
+
+
+def _dvh(ctx, ev):
+    c = ev.case
+    return plot_dvh_overlay(c, {ATP: ev.atp.dose_gy, ctx.comparator: ev.comparator.dose_gy,
+                                "prediction": ev.predicted_gy},
+                            title=f"{c.patient_id}: ATP (solid), {ctx.comparator}, prediction")
+
+
+def _dose_difference(ctx, ev):
+    c = ev.case
+    masks = {n: r.mask for n, r in c.rois.items() if r.role in ("target", "organ")}
+    return dose_difference_slices(c.ct_hu, ev.atp.dose_gy, ev.comparator.dose_gy, masks,
+                                  spacing_mm=c.spacing_mm, labels=(ATP, ctx.comparator),
+                                  title=f"{c.patient_id}: ATP - {ctx.comparator}")
+
+
+def _timing(ctx):
+    return [{"case": ev.case.patient_id, **ev.timing_s} for ev in ctx.results]
+
+
+ITEMS: list[ReportItem] = [
+    ReportItem("criteria_met", "Summary", "criteria met (protocol goal list)",
+               lambda ctx: goal_pass_rates(ctx.goals())),
+    ReportItem("endpoints", "", "", lambda ctx: ctx.rows()),
+    ReportItem("goals_per_case", "", "", lambda ctx: ctx.goals()),
+    ReportItem("atp_vs_mnl", "ATP vs {comparator}", "paired comparison", _comparison),
+    ReportItem("atp_vs_mnl", "ATP vs {comparator}",
+               "ATP vs {comparator}: mean relative difference with 95 % CI "
+               "(positive = ATP better)",
+               lambda ctx: dot_plot_relative_differences(
+                   ctx.tables["atp_vs_mnl"],
+                   title=f"{ctx.site} @ {ctx.institution}: ATP vs {ctx.comparator}"),
+               kind="figure"),
+    ReportItem("preference_proxy", "ATP vs {comparator}",
+               "preference proxy (not a physician's preference)",
+               lambda ctx: preference_proxy(ctx.rows(), new=ATP, reference=ctx.comparator)),
+    ReportItem("atp_vs_prediction", "ATP vs prediction", "organ endpoints",
+               lambda ctx: compare_to_prediction(ctx.rows(), plan=ATP)),
+    ReportItem("atp_vs_prediction", "ATP vs prediction",
+               "ATP vs prediction: (D_ATP - D_pred) / D_pred per organ endpoint",
+               lambda ctx: dot_plot_vs_prediction(
+                   ctx.tables["atp_vs_prediction"],
+                   title=f"{ctx.site} @ {ctx.institution}: ATP vs prediction"),
+               kind="figure"),
+    ReportItem("voxel_vs_prediction", "ATP vs prediction",
+               "voxel-wise |D_ATP - D_pred| / D_Rx", lambda ctx: [ev.voxel for ev in
+                                                                  ctx.results]),
+    ReportItem("dvh", "Cases", "{case}: DVH", _dvh, kind="figure", per_case=True),
+    ReportItem("dose_difference", "Cases", "{case}: ATP, {comparator} and their difference",
+               _dose_difference, kind="figure", per_case=True),
+    ReportItem("timing", "Cases", "timing (s)", _timing),
+]
+
+
 def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, institution: str,
-                     n_figures: int = 4) -> dict:
+                     n_figures: int = 4, items: Sequence[ReportItem] = ITEMS) -> dict:
     """Tables, figures and the HTML report of ``results`` (`CaseEvaluation` objects).
 
-    They are written under ``out_dir/.staging`` and moved into place at the end, so an
-    interrupted run leaves the previous outputs or none, never a partial set.
+    Parameters
+    ----------
+    out_dir : the run folder; ``tables/``, ``figures/`` and ``report.html`` go there
+    results : the evaluated cases (one comparator label for all)
+    site, institution : names for titles and the summary
+    n_figures : per-case figures for the first N cases
+    items : the report's tables and figures (default `ITEMS`)
+
+    Returns
+    -------
+    dict
+        The run summary (also the report's first table).
+
+    Everything is written under ``out_dir/.staging`` and moved into place at the end, so
+    an interrupted run leaves the previous outputs or none, never a partial set.
     """
     final = Path(out_dir)
-    out = final / ".staging"  # everything lands at once, so a failed run leaves nothing
+    out = final / ".staging"
     shutil.rmtree(out, ignore_errors=True)
-    rows = [r for ev in results for r in ev.rows]
-    goals = [g for ev in results for g in ev.goals]
-    voxel = [ev.voxel for ev in results]
-    timing = [{"case": ev.case.patient_id, **ev.timing_s} for ev in results]
-    tables = {
-        "endpoints": rows,
-        "atp_vs_mnl": compare_plans(rows, new="ATP", reference="MNL"),
-        "atp_vs_prediction": compare_to_prediction(rows, plan="ATP"),
-        "criteria_met": goal_pass_rates(goals),
-        "goals_per_case": goals,
-        "preference_proxy": preference_proxy(rows, new="ATP", reference="MNL"),
-        "voxel_vs_prediction": voxel,
-        "timing": timing,
-    }
-    for name, table in tables.items():
-        write_table(table, out / "tables" / f"{name}.csv")
-    figs = []
-    fig_dir = out / "figures"
-    path = fig_dir / "atp_vs_mnl.png"
-    save_figure(dot_plot_relative_differences(
-        tables["atp_vs_mnl"], title=f"{site} @ {institution}: ATP vs MNL"), path)
-    figs.append(("ATP vs MNL: mean relative difference with 95 % CI (positive = ATP better)",
-                 path))
-    path = fig_dir / "atp_vs_prediction.png"
-    save_figure(dot_plot_vs_prediction(
-        tables["atp_vs_prediction"], title=f"{site} @ {institution}: ATP vs prediction"), path)
-    figs.append(("ATP vs prediction: (D_ATP - D_pred) / D_pred per organ endpoint", path))
-    case_figs = []
-    for ev in list(results)[:n_figures]:
-        c = ev.case
-        p = fig_dir / f"dvh_{c.patient_id}.png"
-        save_figure(plot_dvh_overlay(c, {"ATP": ev.atp.dose_gy, "MNL": ev.mnl.dose_gy,
-                                         "prediction": ev.predicted_gy},
-                                     title=f"{c.patient_id}: ATP (solid), MNL, prediction"), p)
-        case_figs.append((f"{c.patient_id}: DVH", p))
-        masks = {n: r.mask for n, r in c.rois.items() if r.role in ("target", "organ")}
-        p = fig_dir / f"dose_difference_{c.patient_id}.png"
-        save_figure(dose_difference_slices(c.ct_hu, ev.atp.dose_gy, ev.mnl.dose_gy, masks,
-                                           spacing_mm=c.spacing_mm, labels=("ATP", "MNL"),
-                                           title=f"{c.patient_id}: ATP - MNL"), p)
-        case_figs.append((f"{c.patient_id}: ATP, MNL and their difference", p))
+    labels = {ev.comparator.label for ev in results}
+    if len(labels) > 1:
+        raise ValueError(f"one comparator per evaluation, got {sorted(labels)}")
+    ctx = EvaluationContext(results, site, institution,
+                            comparator=labels.pop() if labels else "comparator")
+    fill = {"comparator": ctx.comparator}
+    placed: dict[str, list] = {s.format(**fill): [] for s in SECTIONS}
+    for item in items:
+        section = item.section.format(**fill)
+        if item.kind == "table":
+            rows = ctx.tables[item.name] = item.build(ctx)
+            write_table(rows, out / "tables" / f"{item.name}.csv")
+            if section:
+                placed[section].append(("table", item.caption.format(**fill), rows))
+            continue
+        todo = [(f"{item.name}_{ev.case.patient_id}", (ctx, ev), ev.case.patient_id)
+                for ev in list(results)[:n_figures]] if item.per_case else \
+            [(item.name, (ctx,), "")]
+        for name, args, case in todo:
+            path = out / "figures" / f"{name}.png"
+            save_figure(item.build(*args), path)
+            placed[section].append(("figure", item.caption.format(case=case, **fill), path))
+    timing = ctx.tables.get("timing") or _timing(ctx)
     mean_t = {k: float(np.mean([t[k] for t in timing])) for k in timing[0] if k != "case"} \
         if timing else {}
-    summary = {"site": site, "institution": institution, "cases": len(results),
+    goals = ctx.goals()
+    summary = {"site": site, "institution": institution, "comparator": ctx.comparator,
+               "cases": len(results),
                "atp_p1_met_share": float(np.mean([g["p1_met"] for g in goals
-                                                  if g["plan"] == "ATP"])) if goals else None,
-               **tuning_score(goals, [r for r in tables["atp_vs_mnl"]
-                                      if r["institution"] == institution]),
+                                                  if g["plan"] == ATP])) if goals else None,
+               **tuning_score(goals, [r for r in ctx.tables.get("atp_vs_mnl", [])
+                                      if r["institution"] == institution],
+                              reference=ctx.comparator),
                **{f"mean_{k}": v for k, v in mean_t.items()}}
+    placed["Summary"].insert(0, ("table", "run", [summary]))
+    sections = [{"heading": heading,
+                 "tables": [(c, rows) for kind, c, rows in entries if kind == "table"],
+                 "figures": [(c, p) for kind, c, p in entries if kind == "figure"]}
+                for heading, entries in placed.items()]
     write_html_report(out / "report.html", title=f"ATP evaluation: {site} at institution "
-                      f"{institution}", sections=[
-                          {"heading": "Summary", "tables": [("run", [summary]),
-                                                            ("criteria met",
-                                                             tables["criteria_met"])]},
-                          {"heading": "ATP vs MNL", "figures": figs[:1],
-                           "tables": [("paired comparison", tables["atp_vs_mnl"]),
-                                      ("preference proxy (not a physician's preference)",
-                                       tables["preference_proxy"])]},
-                          {"heading": "ATP vs prediction", "figures": figs[1:],
-                           "tables": [("organ endpoints", tables["atp_vs_prediction"]),
-                                      ("voxel-wise |D_ATP - D_pred| / D_Rx", voxel)]},
-                          {"heading": "Cases", "figures": case_figs,
-                           "tables": [("timing (s)", timing)]},
-                      ])
+                      f"{institution}", sections=sections)
     for name in ("tables", "figures", "report.html"):
         target = final / name
         if target.is_dir():
             shutil.rmtree(target)
-        os.replace(out / name, target)
-    out.rmdir()
+        if (out / name).exists():
+            os.replace(out / name, target)
+    shutil.rmtree(out, ignore_errors=True)
     return summary

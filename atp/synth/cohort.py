@@ -95,7 +95,8 @@ def bixel_mm_for_grid(engine_bixel_mm: float, *, spacing_mm: float,
 def engine_for_grid(engine: DoseEngine, *, spacing_mm: float,
                     bixel_mm: float | None = None) -> DoseEngine:
     """The pencil-beam ``engine`` with its beamlet size for the grid (`bixel_mm_for_grid`,
-    or ``bixel_mm`` when given); other engines are returned as they are."""
+    or ``bixel_mm`` when given); other engines are returned as they are. The result is of
+    the configured engine's own class (a subclass keeps its behaviour)."""
     from dataclasses import replace
 
     from atp.dose import PencilBeamEngine
@@ -106,7 +107,7 @@ def engine_for_grid(engine: DoseEngine, *, spacing_mm: float,
         if bixel_mm is None else float(bixel_mm)
     if size == engine.settings.bixel_mm:
         return engine
-    return PencilBeamEngine(replace(engine.settings, bixel_mm=size))
+    return type(engine)(replace(engine.settings, bixel_mm=size))
 
 
 def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping | None,

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from atp.cases import PatientCase
 from atp.dosimetry import cumulative_dvh
-from atp.io.atomic import atomic_open
+from atp.viz.core import pyplot
 
 STYLES = ("-", "--", ":", "-.")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format="png", dpi=dpi)
-    _pyplot().close(fig)
 
 
 def plot_dvh_overlay(case: PatientCase, doses_gy: Mapping[str, np.ndarray], *,
                      rois: Sequence[str] | None = None, title: str | None = None):
     """Cumulative DVHs: one colour per ROI, one line style per dose. Returns the figure."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(rois) if rois is not None else [
         n for n, r in case.rois.items() if r.role in ("target", "organ")]
     fig, ax = plt.subplots(figsize=(9, 5.5))

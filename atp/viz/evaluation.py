@@ -11,19 +11,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from atp.viz.core import pyplot
+
 FLAG_COLOURS = {"better": "tab:green", "worse": "tab:red", "n.s.": "tab:grey"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CONTOUR_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple",
                    "tab:cyan", "tab:olive", "tab:pink", "tab:brown", "gold")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _num(v) -> float:
@@ -35,7 +28,7 @@ def _num(v) -> float:
 
 def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of):
     """Shared layout: one row per metric, one offset and marker per institution."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     rows = list(rows)
@@ -125,7 +118,7 @@ def dose_difference_slices(ct_hu: np.ndarray, dose_a_gy: np.ndarray, dose_b_gy: 
     maximum dose transparent), the difference with a diverging colormap centred at
     0, mask outlines as contours. Pixel aspect follows ``spacing_mm`` (z, y, x).
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     ct = np.asarray(ct_hu, dtype=np.float64)

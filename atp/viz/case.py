@@ -12,19 +12,10 @@ import os
 import numpy as np
 
 from atp.cases.case import PatientCase
-from atp.io.atomic import atomic_open
+from atp.viz.core import pyplot, save_figure
 
 #: CT display window (HU).
 CT_WINDOW_HU = (-400.0, 500.0)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _centre_index(case: PatientCase) -> tuple[int, int, int]:
@@ -53,7 +44,7 @@ def plot_case(case: PatientCase, *, dose_gy: np.ndarray | None = None,
     """
     if dose_gy is not None and np.shape(dose_gy) != case.shape:
         raise ValueError(f"dose shape {np.shape(dose_gy)} does not match the case {case.shape}")
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     kz, ky, kx = _centre_index(case)
@@ -109,8 +100,4 @@ def plot_case(case: PatientCase, *, dose_gy: np.ndarray | None = None,
         fig.colorbar(wash, cax=cax, label="dose (Gy)")
         right = 0.78
     fig.subplots_adjust(left=0.04, right=right, wspace=0.25)
-    try:
-        with atomic_open(path, mode="wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=dpi)
