@@ -62,11 +62,6 @@ def ptv_dose_gy(name: str) -> float | None:
     return int(m.group(1)) / 100.0 if m else None
 
 
-def ring_name(inner_mm: float, outer_mm: float) -> str:
-    """Canonical ring (control structure) name, e.g. ``ring_0_10``."""
-    return f"ring_{round(inner_mm):d}_{round(outer_mm):d}"
-
-
 def ring_limits_mm(name: str) -> tuple[float, float] | None:
     """Inner and outer distance of a canonical ring name, or None."""
     m = _RING_RE.match(name)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 from dicom_factory import write_phantom
 
+from atp.cases import CaseError
 from atp.data import datamodule_for_site
 from atp.sites import load_site_config
 
@@ -25,3 +29,10 @@ def test_dicom_folder_is_imported_once_and_split(tmp_path):
     sample = dm.dataset("train")[0]
     assert sample["image"].shape[0] == len(dm.channel_names)
     assert sample["rois"].shape[0] == len(dm.roi_names)
+    # another data.root with the same cases_dir: refused, not silently reused
+    other = tmp_path / "other"
+    shutil.copytree(dicom, other)
+    dm2 = datamodule_for_site(site=load_site_config("npc"), source="dicom", root=str(other),
+                              cases_dir=str(cases), spacing_mm=4.0, patch_size=(16, 16, 16))
+    with pytest.raises(CaseError, match=r"manifest\.json: field 'source_root'"):
+        dm2.prepare_data()

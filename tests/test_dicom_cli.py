@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -31,7 +32,10 @@ def test_cli_writes_cases_and_logs_each_patient(tmp_path, caplog):
         rc = import_dicom.main([str(root), "--site", "npc", "--out", str(out), "--no-progress",
                                 "--site-config", str(cfg)])
     assert rc == 1  # one of two patients skipped
-    assert sorted(p.name for p in out.iterdir()) == ["PAT_1.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["PAT_1.npz", "manifest.json"]
+    manifest = json.loads((out / "manifest.json").read_text())  # written last, see ensure_imported
+    assert manifest["cases"] == {"PAT 1": "PAT_1.npz"}
+    assert manifest["outcome"]["PAT2"].startswith("patient PAT2: field 'RTSTRUCT'")
     case = load_case(out / "PAT_1.npz")
     assert case.patient_id == "PAT 1" and case.site == "npc" and case.spacing_mm == (3.0,) * 3
     assert case.rois["patch_helper"].role == "control"  # the explicit alias table

@@ -11,9 +11,8 @@ import pytest
 from dicom_factory import SHAPE, write_phantom
 from scipy import ndimage
 
-from atp.cases import CaseError, PatientCase, Roi
+from atp.cases import CaseError, Grid, PatientCase, Roi
 from atp.io.dicom import (
-    Grid,
     export_rtdose,
     export_rtstruct,
     import_patient,
@@ -72,7 +71,7 @@ def test_rtdose_attributes(case, phantom, tmp_path):
     assert (ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation) == (32, 32, 0)
     px = ds.pixel_array
     assert px.dtype == np.uint32 and px.max() >= 0.999 * UINT32_MAX  # uses the uint32 range
-    on_ct = resample_linear(case.dose_gy, Grid(case.origin_mm, case.spacing_mm, case.shape),
+    on_ct = resample_linear(case.dose_gy, case.grid,
                             Grid.from_dict(case.metadata["dicom"]["ct_geometry"]))
     assert float(ds.DoseGridScaling) == pytest.approx(float(on_ct.max()) / UINT32_MAX, rel=1e-7)
     np.testing.assert_allclose(px * float(ds.DoseGridScaling), on_ct, atol=1e-5)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as MplPath
 
-from atp.io.dicom import Grid, fill_polygons_evenodd, mask_contours_mm, working_grid
+from atp.cases import Grid
+from atp.io.dicom import fill_polygons_evenodd, mask_contours_mm, working_grid
 from atp.io.dicom.resample import inside_mask, resample_linear, resample_mask
 
 
@@ -63,7 +64,7 @@ def test_contours_re_rasterise_to_the_same_mask():
 
 
 def test_working_grid_is_centred_and_identity_at_same_spacing():
-    g = Grid((-40.0, -79.0, -95.0), (2.5, 2.0, 2.0), (36, 80, 96))
+    g = Grid(origin_mm=(-40.0, -79.0, -95.0), spacing_mm=(2.5, 2.0, 2.0), shape=(36, 80, 96))
     assert working_grid(g, (2.5, 2.0, 2.0)) == g
     w = working_grid(g, 3.0)
     assert w.shape == (30, 53, 64) and w.spacing_mm == (3.0, 3.0, 3.0)
@@ -72,10 +73,10 @@ def test_working_grid_is_centred_and_identity_at_same_spacing():
 
 
 def test_linear_resampling_is_exact_for_linear_fields_and_fills_outside():
-    src = Grid((0.0, 0.0, 0.0), (2.0, 3.0, 1.5), (10, 12, 14))
+    src = Grid(origin_mm=(0.0, 0.0, 0.0), spacing_mm=(2.0, 3.0, 1.5), shape=(10, 12, 14))
     z, y, x = np.meshgrid(*src.axes_mm(), indexing="ij")
     f = 1.0 + 0.5 * z - 0.25 * y + 0.125 * x
-    dst = Grid((1.3, -1.0, 0.7), (1.7, 2.2, 2.9), (12, 18, 9))
+    dst = Grid(origin_mm=(1.3, -1.0, 0.7), spacing_mm=(1.7, 2.2, 2.9), shape=(12, 18, 9))
     out = resample_linear(f, src, dst, fill=-7.0)
     zz, yy, xx = np.meshgrid(*dst.axes_mm(), indexing="ij")
     inside = inside_mask(src, dst)
@@ -88,7 +89,7 @@ def test_linear_resampling_is_exact_for_linear_fields_and_fills_outside():
 
 @pytest.mark.parametrize("method", ["nearest", "fraction"])
 def test_mask_resampling_identity_and_downsampling(method):
-    g = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (30, 30, 30))
+    g = Grid(origin_mm=(0.0, 0.0, 0.0), spacing_mm=(1.0, 1.0, 1.0), shape=(30, 30, 30))
     z, y, x = np.meshgrid(*g.axes_mm(), indexing="ij")
     m = (z - 15) ** 2 + (y - 14) ** 2 + (x - 16) ** 2 <= 10 ** 2
     np.testing.assert_array_equal(resample_mask(m, g, g, method=method), m)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from atp.cases.grid import Grid
 from atp.names import BODY, ROI_ROLES, SITES
 
 
@@ -93,8 +94,13 @@ class PatientCase:
         return tuple(int(n) for n in self.ct_hu.shape)  # type: ignore[return-value]
 
     @property
+    def grid(self) -> Grid:
+        """The case's voxel grid (shape of ``ct_hu``, ``spacing_mm``, ``origin_mm``)."""
+        return Grid(shape=self.shape, spacing_mm=self.spacing_mm, origin_mm=self.origin_mm)
+
+    @property
     def voxel_volume_cc(self) -> float:
-        return float(np.prod(np.asarray(self.spacing_mm, dtype=np.float64))) / 1000.0
+        return self.grid.voxel_volume_cc
 
     # ------------------------------------------------------------------ ROIs
     def mask(self, name: str) -> np.ndarray:

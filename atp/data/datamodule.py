@@ -97,12 +97,12 @@ class DoseDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ splits
     def prepare_data(self) -> None:
-        if self.source == "dicom" and not any(self.cases_dir.glob("*.npz")):
-            from atp.io.import_dicom import run as import_dicom
+        if self.source == "dicom":
+            from atp.io.import_dicom import ensure_imported
 
-            outcome = import_dicom(self.root, site=self.site["name"], out=self.cases_dir,
-                                   spacing_mm=self.spacing_mm)
-            log.info("DICOM import from %s: %s", self.root, outcome)
+            manifest = ensure_imported(self.root, site=self.site["name"], out=self.cases_dir,
+                                       spacing_mm=self.spacing_mm)
+            log.info("DICOM import from %s: %s", self.root, manifest["outcome"])
         if self.source == "synthetic" and not (self.root / "manifest.json").is_file():
             if self.cohort is None:
                 raise CaseError(str(self.root), "manifest.json",

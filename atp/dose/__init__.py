@@ -10,7 +10,7 @@ from atp.dose.beams import (
     default_isocenter_mm,
 )
 from atp.dose.cache import cached_influence, influence_cache_key, load_influence, save_influence
-from atp.dose.grid import DoseGrid, make_dose_grid, to_ct_grid
+from atp.dose.grid import make_dose_grid, to_ct_grid
 from atp.dose.influence import DoseEngine, DoseInfluence
 from atp.dose.kernel import PencilBeamSettings
 from atp.dose.mu import beam_mu, total_mu
@@ -19,7 +19,6 @@ from atp.dose.pencil_beam import PencilBeamEngine
 __all__ = [
     "Beam",
     "DoseEngine",
-    "DoseGrid",
     "DoseInfluence",
     "PencilBeamEngine",
     "PencilBeamSettings",

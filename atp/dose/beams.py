@@ -97,8 +97,7 @@ def default_isocenter_mm(case: PatientCase, *, target_mask: np.ndarray | None = 
         raise CaseError(f"patient {case.patient_id}", "targets",
                         f"empty target: no voxel in the target union (targets: {case.targets})")
     centroid = idx.mean(axis=0, dtype=np.float64)
-    world = np.asarray(case.origin_mm, dtype=np.float64) + centroid * np.asarray(
-        case.spacing_mm, dtype=np.float64)
+    world = case.grid.world_mm(centroid)
     return tuple(float(c) for c in world)  # type: ignore[return-value]
 
 

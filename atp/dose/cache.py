@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from atp.cases.case import PatientCase
+from atp.cases.grid import Grid
 from atp.dose.beams import Beam
-from atp.dose.grid import DoseGrid
 from atp.dose.influence import DoseEngine, DoseInfluence
 from atp.io.atomic import atomic_open
 
@@ -42,7 +42,7 @@ def influence_cache_key(case: PatientCase, beams: Sequence[Beam], engine: DoseEn
     ingredients = {
         "format": CACHE_FORMAT,
         "case_id": case.patient_id,
-        "grid": DoseGrid.of_case(case).to_dict(),
+        "grid": case.grid.to_dict(),
         "ct": _digest(np.asarray(case.ct_hu)),
         "body": _digest(case.body_mask),
         "mask": _digest(mask),
@@ -83,12 +83,11 @@ def load_influence(path: str | Path, *, key: str | None = None) -> DoseInfluence
         raise ValueError(f"{path}: cache format {meta.get('format')} != {CACHE_FORMAT}")
     if key is not None and meta.get("key") != key:
         raise ValueError(f"{path}: cache key mismatch")
-    g = meta["grid"]
     matrix = sp.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]),
                            shape=tuple(meta["shape"]), copy=False)
     return DoseInfluence(
         matrix=matrix, voxel_index=arrays["voxel_index"],
-        grid=DoseGrid(tuple(g["shape"]), tuple(g["spacing_mm"]), tuple(g["origin_mm"])),
+        grid=Grid.from_dict(meta["grid"]),
         beamlet_beam=arrays["beamlet_beam"], beamlet_uv_mm=arrays["beamlet_uv_mm"],
         beams=tuple(Beam.from_dict(b) for b in meta["beams"]), bixel_mm=float(meta["bixel_mm"]),
         engine=meta["engine"], case_id=meta["case_id"])

@@ -76,8 +76,3 @@ def to_beam_coords(points_mm: np.ndarray, *, gantry_deg: float, couch_deg: float
     scale = float(sad_mm) / np.maximum(t, 1e-6)
     return t, (r @ u) * scale, (r @ v) * scale
 
-
-def grid_points_mm(index_zyx: np.ndarray, *, spacing_mm, origin_mm) -> np.ndarray:
-    """Voxel indices (n, 3) (z, y, x) -> world positions (n, 3) in mm, float64."""
-    return (np.asarray(index_zyx, dtype=np.float64) * np.asarray(spacing_mm, dtype=np.float64)
-            + np.asarray(origin_mm, dtype=np.float64))

@@ -11,56 +11,29 @@ voxel centres take the nearest edge value).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
 from atp.cases.case import PatientCase
-
-
-@dataclass(frozen=True)
-class DoseGrid:
-    """A regular (z, y, x) grid: shape, spacing and world position of voxel (0, 0, 0)."""
-
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float]
-
-    @classmethod
-    def of_case(cls, case: PatientCase) -> DoseGrid:
-        return cls(tuple(int(n) for n in case.shape),  # type: ignore[arg-type]
-                   tuple(float(s) for s in case.spacing_mm),  # type: ignore[arg-type]
-                   tuple(float(o) for o in case.origin_mm))  # type: ignore[arg-type]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def points_mm(self, flat_index: np.ndarray) -> np.ndarray:
-        """World (z, y, x) positions (n, 3) float64 of flat voxel indices."""
-        idx = np.stack(np.unravel_index(np.asarray(flat_index), self.shape), axis=1)
-        return idx * np.asarray(self.spacing_mm) + np.asarray(self.origin_mm)
-
-    def index_of_mm(self, points_mm: np.ndarray) -> np.ndarray:
-        """Fractional (z, y, x) voxel indices (n, 3) of world points."""
-        return (np.asarray(points_mm, dtype=np.float64) - np.asarray(self.origin_mm)) / np.asarray(
-            self.spacing_mm)
-
-    def same_as(self, other: DoseGrid) -> bool:
-        return (self.shape == other.shape
-                and np.allclose(self.spacing_mm, other.spacing_mm, atol=1e-6)
-                and np.allclose(self.origin_mm, other.origin_mm, atol=1e-6))
-
-    def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "spacing_mm": list(self.spacing_mm),
-                "origin_mm": list(self.origin_mm)}
+from atp.cases.grid import Grid
 
 
 def make_dose_grid(case: PatientCase, spacing_mm: float | tuple[float, float, float] | None
-                   ) -> DoseGrid:
-    """The case's CT grid (``spacing_mm=None``) or a regular grid of ``spacing_mm``."""
-    ct = DoseGrid.of_case(case)
+                   ) -> Grid:
+    """The case's CT grid (``spacing_mm=None``) or a regular grid of ``spacing_mm``.
+
+    Parameters
+    ----------
+    case : PatientCase
+    spacing_mm : float or 3 floats, optional
+        The dose grid's voxel size; None gives the CT grid.
+
+    Returns
+    -------
+    Grid
+        Covering the CT's voxel centres (see the module docstring).
+    """
+    ct = case.grid
     if spacing_mm is None:
         return ct
     s = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
@@ -69,21 +42,31 @@ def make_dose_grid(case: PatientCase, spacing_mm: float | tuple[float, float, fl
     extent = (np.asarray(ct.shape) - 1) * np.asarray(ct.spacing_mm)
     n = np.floor(extent / s + 1e-6).astype(int) + 1
     origin = np.asarray(ct.origin_mm) + (extent - (n - 1) * s) / 2
-    return DoseGrid(tuple(int(k) for k in n), tuple(float(v) for v in s),  # type: ignore[arg-type]
-                    tuple(float(v) for v in origin))  # type: ignore[arg-type]
+    return Grid(shape=tuple(n), spacing_mm=tuple(s), origin_mm=tuple(origin))
 
 
-def _ct_coords_on(grid: DoseGrid, src: DoseGrid) -> np.ndarray:
+def _ct_coords_on(grid: Grid, src: Grid) -> np.ndarray:
     """Fractional indices in ``src`` of every voxel centre of ``grid``, shape (3, *grid.shape)."""
-    axes = [(np.arange(n) * sp + o - so) / ss for n, sp, o, so, ss in
-            zip(grid.shape, grid.spacing_mm, grid.origin_mm, src.origin_mm, src.spacing_mm,
-                strict=True)]
+    axes = [(ax - so) / ss for ax, so, ss in
+            zip(grid.axes_mm(), src.origin_mm, src.spacing_mm, strict=True)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=0)
 
 
-def mask_on_grid(mask_ct: np.ndarray, case: PatientCase, grid: DoseGrid) -> np.ndarray:
-    """A CT-grid boolean mask on ``grid`` (see module docstring)."""
-    ct = DoseGrid.of_case(case)
+def mask_on_grid(mask_ct: np.ndarray, case: PatientCase, grid: Grid) -> np.ndarray:
+    """A CT-grid boolean mask on ``grid`` (see module docstring).
+
+    Parameters
+    ----------
+    mask_ct : ndarray, bool, the case's shape
+    case : PatientCase
+    grid : Grid
+        The dose grid.
+
+    Returns
+    -------
+    ndarray, bool, ``grid.shape``
+    """
+    ct = case.grid
     if grid.same_as(ct):
         return np.asarray(mask_ct, dtype=bool)
     coords = _ct_coords_on(grid, ct)
@@ -95,14 +78,23 @@ def mask_on_grid(mask_ct: np.ndarray, case: PatientCase, grid: DoseGrid) -> np.n
 def to_ct_grid(dose: np.ndarray, influence_or_grid, case: PatientCase) -> np.ndarray:
     """Bring a dose on the dose grid back to the CT grid (trilinear), float32.
 
-    ``influence_or_grid`` is a `DoseInfluence` (its ``grid``) or a `DoseGrid`. When the
-    dose grid is the CT grid the dose is returned unchanged (as float32).
+    Parameters
+    ----------
+    dose : ndarray, the dose grid's shape
+    influence_or_grid : DoseInfluence or Grid
+        The dose grid (a `DoseInfluence`'s ``grid``).
+    case : PatientCase
+
+    Returns
+    -------
+    ndarray, float32, the case's shape
+        Unchanged (as float32) when the dose grid is the CT grid.
     """
     grid = getattr(influence_or_grid, "grid", influence_or_grid)
     dose = np.asarray(dose, dtype=np.float32)
     if dose.shape != tuple(grid.shape):
         raise ValueError(f"dose: shape {dose.shape} does not match the dose grid {grid.shape}")
-    ct = DoseGrid.of_case(case)
+    ct = case.grid
     if grid.same_as(ct):
         return dose
     coords = _ct_coords_on(ct, grid)

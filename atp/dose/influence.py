@@ -16,8 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from atp.cases.case import PatientCase
+from atp.cases.grid import Grid
 from atp.dose.beams import Beam
-from atp.dose.grid import DoseGrid, to_ct_grid
+from atp.dose.grid import to_ct_grid
 
 
 @dataclass
@@ -30,7 +31,7 @@ class DoseInfluence:
         Gy per unit beamlet weight.
     voxel_index : ndarray, int64, (n_rows,)
         Flat (C-order) index into ``grid.shape`` of every row.
-    grid : DoseGrid
+    grid : Grid
         The dose grid (the CT grid or a coarser one).
     beamlet_beam : ndarray, int32, (n_beamlets,)
         Index into ``beams`` of every beamlet; beamlets of one beam are contiguous.
@@ -46,7 +47,7 @@ class DoseInfluence:
 
     matrix: sp.csc_matrix
     voxel_index: np.ndarray
-    grid: DoseGrid
+    grid: Grid
     beamlet_beam: np.ndarray
     beamlet_uv_mm: np.ndarray
     beams: tuple[Beam, ...]

@@ -33,10 +33,11 @@ from scipy import ndimage
 from scipy.special import ndtr
 
 from atp.cases.case import CaseError, PatientCase
+from atp.cases.grid import Grid
 from atp.dose.beams import Beam
 from atp.dose.density import DEFAULT_HU_TO_RED, hu_to_red, load_hu_to_red
-from atp.dose.geometry import beam_axes, to_beam_coords
-from atp.dose.grid import DoseGrid, make_dose_grid, mask_on_grid, to_ct_grid
+from atp.dose.geometry import beam_axes, source_position_mm, to_beam_coords
+from atp.dose.grid import make_dose_grid, mask_on_grid, to_ct_grid
 from atp.dose.influence import DoseEngine, DoseInfluence
 from atp.dose.kernel import (
     DEFAULT_PDD,
@@ -55,8 +56,8 @@ class _Prepared:
     """Per-case data shared by every beam."""
 
     source: str
-    ct: DoseGrid
-    grid: DoseGrid
+    ct: Grid
+    grid: Grid
     red: np.ndarray  # relative electron density on the CT grid, 0 outside the body
     voxel_index: np.ndarray  # int64 rows -> flat dose-grid index
     points_mm: np.ndarray  # (n_rows, 3) world positions of the rows
@@ -174,9 +175,8 @@ class PencilBeamEngine(DoseEngine):
             raise CaseError(src, "origin_mm", f"expected 3 finite numbers, got {case.origin_mm}")
         if len(beams) == 0:
             raise ValueError("beams: no beam given")
-        ct = DoseGrid.of_case(case)
-        lo = origin - spacing / 2
-        hi = origin + (np.asarray(ct.shape) - 0.5) * spacing
+        ct = case.grid
+        lo, hi = ct.box_mm()
         for i, beam in enumerate(beams):
             if not isinstance(beam, Beam):
                 raise ValueError(f"beams[{i}]: expected a Beam, got {type(beam).__name__}")
@@ -199,7 +199,7 @@ class PencilBeamEngine(DoseEngine):
             if tidx.size == 0:
                 raise CaseError(src, "targets", "empty target: no target voxel to aim the "
                                 f"beams at (targets: {case.targets})")
-            target_points = tidx * spacing + origin
+            target_points = ct.world_mm(tidx)
         grid = make_dose_grid(case, self.settings.dose_grid_spacing_mm)
         grid_mask = mask_on_grid(rows_mask, case, grid)
         voxel_index = np.flatnonzero(grid_mask)
@@ -209,8 +209,8 @@ class PencilBeamEngine(DoseEngine):
         red[~body] = 0.0
         bidx = np.argwhere(body)
         b_lo, b_hi = bidx.min(axis=0) - 1, bidx.max(axis=0) + 1
-        corners = np.array([[z, y, x] for z in (b_lo[0], b_hi[0]) for y in (b_lo[1], b_hi[1])
-                            for x in (b_lo[2], b_hi[2])], dtype=np.float64) * spacing + origin
+        corners = ct.world_mm([[z, y, x] for z in (b_lo[0], b_hi[0]) for y in (b_lo[1], b_hi[1])
+                               for x in (b_lo[2], b_hi[2])])
         step = self.settings.ray_step_mm or 0.5 * float(spacing.min())
         return _Prepared(src, ct, grid, red, voxel_index, grid.points_mm(voxel_index),
                          target_points, corners, float(step),
@@ -256,7 +256,7 @@ class PencilBeamEngine(DoseEngine):
         """Water-equivalent depth (mm, float32) of the points (t, u, v) of one beam."""
         sad = beam.sad_mm
         s_dir, u_dir, v_dir = beam_axes(beam.gantry_deg, beam.couch_deg)
-        source = np.asarray(beam.isocenter_mm) + sad * s_dir
+        source = source_position_mm(beam.gantry_deg, beam.couch_deg, beam.isocenter_mm, sad)
         da, dt = prep.lateral_step_mm, prep.ray_step_mm
         a0, b0 = band[0], band[2]
         n_a = int(math.ceil((band[1] - band[0]) / da)) + 1

@@ -25,8 +25,7 @@ def box_case(size_mm: tuple[float, float, float], spacing_mm: tuple[float, float
 
 def world_axes_mm(case: PatientCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World coordinates (mm) of the voxel centres along z, y and x."""
-    return tuple(o + d * np.arange(k) for o, d, k in  # type: ignore[return-value]
-                 zip(case.origin_mm, case.spacing_mm, case.shape, strict=True))
+    return case.grid.axes_mm()
 
 
 def add_slab(case: PatientCase, *, y_from_mm: float, y_to_mm: float, red: float) -> PatientCase:

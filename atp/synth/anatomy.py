@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from atp.cases.case import CaseError, PatientCase, Prescription, Roi
+from atp.cases.grid import Grid
 from atp.names import BODY, SITES, ptv_name
-from atp.synth.shapes import Grid, fit_scale
+from atp.synth.shapes import fit_scale
 from atp.synth.site_common import Canvas, log_uniform
 from atp.synth.sites import SITE_BUILDERS
 
@@ -93,9 +94,9 @@ def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: flo
     target_cc = log_uniform(rng, lo, hi)
 
     spec = SITE_BUILDERS[site]
-    grid = Grid.from_bounds(*spec.bounds_mm, spacing_mm)
+    grid = Grid.from_bounds(*spec.bounds_mm, spacing_mm=spacing_mm)
     canvas = Canvas(grid, rng)
-    fit = functools.partial(fit_scale, voxel_cc=grid.voxel_cc, rel_tol=VOLUME_REL_TOL)
+    fit = functools.partial(fit_scale, voxel_cc=grid.voxel_volume_cc, rel_tol=VOLUME_REL_TOL)
     info = spec.build(canvas, levels_gy=levels, target_cc=target_cc, fit=fit)
     canvas.finish(noise_hu=CT_NOISE_HU)
 
@@ -111,7 +112,7 @@ def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: flo
     union = np.zeros(grid.shape, dtype=bool)
     for t in targets:
         union |= rois[t].mask
-    achieved_cc = float(np.count_nonzero(union)) * grid.voxel_cc
+    achieved_cc = float(np.count_nonzero(union)) * grid.voxel_volume_cc
     metadata = {
         "source": "synthetic",
         "seed": int(seed),

@@ -15,58 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from atp.cases.grid import Grid
+
 Vec3 = Sequence[float]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A regular voxel grid: ``shape`` (z, y, x), ``spacing_mm`` and ``origin_mm``."""
-
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float]
-
-    @classmethod
-    def from_bounds(cls, lo_mm: Vec3, hi_mm: Vec3, spacing_mm: float | Vec3) -> Grid:
-        """The grid covering world box [lo, hi] (z, y, x), its centre on the box centre."""
-        sp = _vec3(spacing_mm)
-        lo, hi = np.asarray(lo_mm, np.float64), np.asarray(hi_mm, np.float64)
-        n = np.maximum(1, np.round((hi - lo) / sp).astype(int))
-        origin = (lo + hi) / 2 - (n - 1) * sp / 2
-        return cls(tuple(int(k) for k in n), tuple(float(d) for d in sp),  # type: ignore[arg-type]
-                   tuple(float(o) for o in origin))  # type: ignore[arg-type]
-
-    @property
-    def voxel_cc(self) -> float:
-        return float(np.prod(np.asarray(self.spacing_mm, np.float64))) / 1000.0
-
-    def axes_mm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World coordinates of the voxel centres along z, y and x."""
-        return tuple(o + d * np.arange(n) for o, d, n in  # type: ignore[return-value]
-                     zip(self.origin_mm, self.spacing_mm, self.shape, strict=True))
-
-    def window(self, lo_mm: Vec3, hi_mm: Vec3) -> tuple[slice, slice, slice]:
-        """Index slices of the voxels whose centres lie in the world box [lo, hi]."""
-        out = []
-        for o, d, n, a, b in zip(self.origin_mm, self.spacing_mm, self.shape, lo_mm, hi_mm,
-                                 strict=True):
-            i0 = max(0, math.ceil((a - o) / d - 1e-9))
-            i1 = min(n, math.floor((b - o) / d + 1e-9) + 1)
-            out.append(slice(i0, max(i0, i1)))
-        return tuple(out)  # type: ignore[return-value]
-
-    def coords(self, win: tuple[slice, slice, slice]) -> tuple[np.ndarray, ...]:
-        """Broadcastable world coordinates (z, y, x) of the voxels of ``win``."""
-        z, y, x = (ax[s] for ax, s in zip(self.axes_mm(), win, strict=True))
-        return z[:, None, None], y[None, :, None], x[None, None, :]
-
-    def nearest_index(self, point_mm: Vec3) -> tuple[int, int, int]:
-        """Index of the voxel nearest to a world point, clipped to the grid."""
-        return tuple(int(min(n - 1, max(0, round((p - o) / d)))) for p, o, d, n in  # type: ignore
-                     zip(point_mm, self.origin_mm, self.spacing_mm, self.shape, strict=True))
-
-    def empty(self) -> np.ndarray:
-        return np.zeros(self.shape, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -81,13 +32,6 @@ class Frame:
 
     def r(self, z: float, y: float, x: float) -> tuple[float, float, float]:
         return self.p(z, y, x)
-
-
-def _vec3(v: float | Vec3) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (3,)).copy()
-    if not np.all(arr > 0):
-        raise ValueError(f"spacing_mm must be > 0, got {v!r}")
-    return arr
 
 
 def unit(v: Vec3) -> np.ndarray:
@@ -118,7 +62,7 @@ def ellipsoid(grid: Grid, center: Vec3, radii: Vec3, *, power: float = 2.0,
     """
     c = np.asarray(center, np.float64)
     r = np.maximum(np.asarray(radii, np.float64), 1e-6)
-    out = grid.empty()
+    out = grid.empty_mask()
     if axes is None:
         reach = r * (3 ** 0.5 if power > 2 else 1.0)
     else:
@@ -126,7 +70,7 @@ def ellipsoid(grid: Grid, center: Vec3, radii: Vec3, *, power: float = 2.0,
     win = grid.window(c - reach, c + reach)
     if any(s.stop <= s.start for s in win):
         return out
-    z, y, x = grid.coords(win)
+    z, y, x = grid.window_axes_mm(win)
     d = (z - c[0], y - c[1], x - c[2])
     if axes is not None:
         a = np.asarray(axes, np.float64)
@@ -140,8 +84,7 @@ def ellipsoid(grid: Grid, center: Vec3, radii: Vec3, *, power: float = 2.0,
 def _mark(mask: np.ndarray, grid: Grid, points: np.ndarray) -> None:
     """Set the voxels nearest to ``points`` lying inside the grid: thin or small shapes stay
     connected and non-empty on coarse grids."""
-    o, d = np.asarray(grid.origin_mm), np.asarray(grid.spacing_mm)
-    idx = np.round((points - o) / d).astype(np.int64)
+    idx = np.round(grid.index_of_mm(points)).astype(np.int64)
     ok = np.all((idx >= 0) & (idx < np.asarray(grid.shape)), axis=1)
     if ok.any():
         i = idx[ok]
@@ -152,7 +95,7 @@ def tube(grid: Grid, points: Sequence[Vec3], radius_mm: float | Sequence[float])
     """Union of capsules along a polyline; the radius may vary linearly between points."""
     pts = np.asarray(points, np.float64).reshape(-1, 3)
     rad = np.broadcast_to(np.asarray(radius_mm, np.float64), (len(pts),))
-    out = grid.empty()
+    out = grid.empty_mask()
     if len(pts) == 1:
         return ellipsoid(grid, pts[0], (float(rad[0]),) * 3)
     for a, b, ra, rb in zip(pts[:-1], pts[1:], rad[:-1], rad[1:], strict=True):
@@ -160,7 +103,7 @@ def tube(grid: Grid, points: Sequence[Vec3], radius_mm: float | Sequence[float])
         win = grid.window(np.minimum(a, b) - rmax, np.maximum(a, b) + rmax)
         if any(s.stop <= s.start for s in win):
             continue
-        z, y, x = grid.coords(win)
+        z, y, x = grid.window_axes_mm(win)
         ab = b - a
         len2 = float(ab @ ab) or 1e-12
         dz, dy, dx = z - a[0], y - a[1], x - a[2]

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from atp.cases.grid import Grid
 from atp.names import BODY, ptv_name
-from atp.synth.shapes import Grid, Vec3, ellipsoid, ensure_nonempty, tube
+from atp.synth.shapes import Vec3, ellipsoid, ensure_nonempty, tube
 
 #: CT numbers (HU) of the synthetic tissues.
 HU = MappingProxyType({

@@ -97,7 +97,7 @@ def _organs(cv: Canvas, f: Frame) -> dict[str, np.ndarray]:
         org[f"tmj_{lr}"] = ellipsoid(g, f.p(14, 8, 50 * s), f.r(5, 6, 7))
         org[f"optic_nerve_{lr}"] = tube(g, [f.p(50, -63, 30 * s), f.p(56, -24, 9 * s)], 2.5)
         org[f"lens_{lr}"] = ellipsoid(g, f.p(50, -83, 32 * s), f.r(4.5, 2.0, 4.5))
-    mand = g.empty()
+    mand = g.empty_mask()
     for s in (-1, 1):
         ramus, lower, upper = _mandible_paths(f, s)
         mand |= tube(g, ramus, 5.5) | tube(g, lower, 6.0) | tube(g, upper, 5.0)
@@ -128,7 +128,7 @@ def _target_components(cv: Canvas, f: Frame, shape: dict, s: float) -> list[np.n
     if node is not None:
         primary |= ellipsoid(g, node, (11.0 * s,) * 3)
         margin |= ellipsoid(g, node, (11.0 * s + 7.0,) * 3)
-    upper, lower = g.empty(), g.empty()
+    upper, lower = g.empty_mask(), g.empty_mask()
     for sd in (-1, 1):
         upper |= tube(g, [f.p(22, 10, 22 * sd), f.p(0, 10, 36 * sd), f.p(-30, 8, 38 * sd),
                           f.p(-58, 4, 37 * sd)], 15.0 * s)

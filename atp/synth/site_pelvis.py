@@ -124,7 +124,7 @@ def _pelvis(cv: Canvas, f: Frame, *, fat_mm: float, uterus: bool) -> tuple[dict,
     colon = tube(g, [f.p(*p) for p in sig], 16.0)
     colon |= tube(g, [f.p(35, -5, -88), f.p(70, 15, -100), f.p(140, 25, -100)], 22.0)
     org["colon"] = colon
-    uterus_mask, u_c = g.empty(), None
+    uterus_mask, u_c = g.empty_mask(), None
     z_dome = float(b_c[0] + b_r[0])
     if uterus:
         u_c = (z_dome - 5.0, -8.0 * f.scale[1], uniform(rng, -8, 8))

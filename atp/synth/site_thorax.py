@@ -195,8 +195,7 @@ def _levels(ptv: np.ndarray, levels: Sequence[float], g) -> dict:
 
 
 def _centroid_mm(g, mask: np.ndarray) -> np.ndarray:
-    idx = np.argwhere(mask).mean(0)
-    return np.asarray(g.origin_mm) + idx * np.asarray(g.spacing_mm)
+    return g.world_mm(np.argwhere(mask).mean(0))
 
 
 def _random_unit(rng: np.random.Generator) -> np.ndarray:

@@ -48,11 +48,8 @@ def plot_case(case: PatientCase, *, dose_gy: np.ndarray | None = None,
     from matplotlib.lines import Line2D
 
     kz, ky, kx = _centre_index(case)
-    (oz, oy, ox), (dz, dy, dx) = case.origin_mm, case.spacing_mm
-    nz, ny, nx = case.shape
-    ext_x = (ox - dx / 2, ox + (nx - 0.5) * dx)
-    ext_y = (oy - dy / 2, oy + (ny - 0.5) * dy)
-    ext_z = (oz - dz / 2, oz + (nz - 0.5) * dz)
+    lo, hi = case.grid.box_mm()  # outer voxel faces, (z, y, x) mm
+    ext_z, ext_y, ext_x = ((float(lo[a]), float(hi[a])) for a in range(3))
     views = [  # title, slicer, horizontal extent, vertical extent, origin, axis labels
         ("axial", np.s_[kz, :, :], ext_x, ext_y, "upper", ("x (mm, patient left →)", "y (mm)")),
         ("coronal", np.s_[:, ky, :], ext_x, ext_z, "lower", ("x (mm, patient left →)", "z (mm)")),

@@ -17,7 +17,7 @@ from atp.io.dicom.aliases import (
 from atp.io.dicom.ct import CtVolume, read_ct_series
 from atp.io.dicom.export import export_rtdose, export_rtstruct, mask_contours_mm
 from atp.io.dicom.importer import import_patient
-from atp.io.dicom.resample import Grid, resample_linear, resample_mask, working_grid
+from atp.io.dicom.resample import resample_linear, resample_mask, working_grid
 from atp.io.dicom.rtdose import DoseVolume, read_rtdose
 from atp.io.dicom.rtplan import PlanInfo, read_rtplan
 from atp.io.dicom.rtstruct import (
@@ -41,7 +41,6 @@ __all__ = [
     "DicomSelection",
     "DicomSeries",
     "DoseVolume",
-    "Grid",
     "PlanInfo",
     "RoiContours",
     "StructureSet",

@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 
 from atp.cases.case import CaseError
-from atp.io.dicom.resample import Grid
+from atp.cases.grid import Grid
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def read_ct_series(paths: Sequence[str | os.PathLike], *, source: str | None = N
     origin_x = first[0] if align.sx > 0 else first[0] - (n[2] - 1) * dx
     origin_y = first[1] if align.sy > 0 else first[1] - (n[1] - 1) * dy
     origin_z = float(np.min(pos[:, 2]))
-    grid = Grid((origin_z, origin_y, origin_x), (dz, dy, dx), n)
+    grid = Grid(shape=n, spacing_mm=(dz, dy, dx), origin_mm=(origin_z, origin_y, origin_x))
     uids = [uids[i] for i in order]
     if align.sz < 0:
         uids = uids[::-1]

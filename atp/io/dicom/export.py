@@ -31,9 +31,10 @@ from pydicom.uid import (
 )
 
 from atp.cases.case import CaseError, PatientCase
+from atp.cases.grid import Grid
 from atp.io.atomic import atomic_open
 from atp.io.dicom.ct import AxisAlignment
-from atp.io.dicom.resample import Grid, nearest_indices, resample_linear
+from atp.io.dicom.resample import nearest_indices, resample_linear
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def case_geometry(case: PatientCase) -> tuple[Grid, AxisAlignment, dict[str, Any
     seed = [case.patient_id]
     d.setdefault("study_uid", generate_uid(entropy_srcs=seed + ["study"]))
     d.setdefault("frame_of_reference_uid", generate_uid(entropy_srcs=seed + ["frame"]))
-    return Grid(case.origin_mm, case.spacing_mm, case.shape), AxisAlignment(1, 1), d
+    return case.grid, AxisAlignment(1, 1), d
 
 
 def _base_dataset(case: PatientCase, ident: Mapping[str, Any], *, sop_class: str,
@@ -162,7 +163,7 @@ def export_rtdose(dose_gy: np.ndarray, case: PatientCase, path: str | os.PathLik
     if not np.all(np.isfinite(dose)) or (dose.size and dose.min() < 0):
         raise CaseError(src, "dose_gy", "must be finite and >= 0")
     ct_grid, align, ident = case_geometry(case)
-    case_grid = Grid(case.origin_mm, case.spacing_mm, case.shape)
+    case_grid = case.grid
     if on == "ct":
         grid = ct_grid
         if grid != case_grid:
@@ -255,7 +256,7 @@ def export_rtstruct(case: PatientCase, path: str | os.PathLike, *,
     for n in names:
         case.mask(n)  # KeyError naming the case's ROIs
     ct_grid, _align, ident = case_geometry(case)
-    case_grid = Grid(case.origin_mm, case.spacing_mm, case.shape)
+    case_grid = case.grid
     slice_uids = list(ident.get("ct_slice_uids") or [])
     series_uid = ident.get("ct_series_uid")
     # nearest case voxel of every CT voxel: the contours trace the case mask as sampled on

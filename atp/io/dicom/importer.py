@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from atp.cases.case import CaseError, PatientCase, Prescription, Roi
+from atp.cases.grid import Grid
 from atp.io.dicom.aliases import (
     aliases_from_config,
     looks_like_target,
@@ -23,7 +24,7 @@ from atp.io.dicom.aliases import (
     role_of,
 )
 from atp.io.dicom.ct import read_ct_series
-from atp.io.dicom.resample import Grid, resample_linear, resample_mask, working_grid
+from atp.io.dicom.resample import resample_linear, resample_mask, working_grid
 from atp.io.dicom.rtdose import dose_on_grid, read_rtdose
 from atp.io.dicom.rtplan import PlanInfo, read_rtplan
 from atp.io.dicom.rtstruct import RoiContours, rasterize_roi, read_rtstruct

@@ -11,56 +11,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from atp.cases.grid import Grid
+
 Axes = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A regular axis-aligned grid: world position of voxel (0, 0, 0), spacing and shape.
-
-    All three tuples are in (z, y, x) order, positions in DICOM patient coordinates (mm).
-    """
-
-    origin_mm: tuple[float, float, float]
-    spacing_mm: tuple[float, float, float]
-    shape: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "origin_mm", tuple(float(v) for v in self.origin_mm))
-        object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
-        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
-        if len(self.origin_mm) != 3 or len(self.spacing_mm) != 3 or len(self.shape) != 3:
-            raise ValueError(f"Grid needs 3 values per field, got {self}")
-        if min(self.spacing_mm) <= 0 or min(self.shape) < 1:
-            raise ValueError(f"Grid spacing must be > 0 and shape >= 1, got {self}")
-
-    def axis_mm(self, axis: int) -> np.ndarray:
-        """World coordinates (mm, float64) of the voxel centres along ``axis``."""
-        return self.origin_mm[axis] + self.spacing_mm[axis] * np.arange(
-            self.shape[axis], dtype=np.float64)
-
-    def axes_mm(self) -> Axes:
-        return (self.axis_mm(0), self.axis_mm(1), self.axis_mm(2))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"origin_mm": list(self.origin_mm), "spacing_mm": list(self.spacing_mm),
-                "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Grid:
-        return cls(tuple(d["origin_mm"]), tuple(d["spacing_mm"]), tuple(d["shape"]))
 
 
 def working_grid(grid: Grid, spacing_mm: float | Sequence[float]) -> Grid:
     """A grid of spacing ``spacing_mm`` covering the same box as ``grid``, centred on it.
 
-    The number of voxels per axis is ``round(n * s / s_new)`` (at least 1), so a grid
-    resampled to its own spacing is returned unchanged.
+    Parameters
+    ----------
+    grid : Grid
+        The source grid (a CT's).
+    spacing_mm : float or 3 floats
+        The new voxel size (z, y, x).
+
+    Returns
+    -------
+    Grid
+        ``round(n * s / s_new)`` voxels per axis (at least 1), so a grid resampled to its
+        own spacing is returned unchanged.
     """
     new = _vec3(spacing_mm)
     if min(new) <= 0:
@@ -72,7 +45,7 @@ def working_grid(grid: Grid, spacing_mm: float | Sequence[float]) -> Grid:
         centre = o + 0.5 * (n - 1) * s
         shape.append(m)
         origin.append(centre - 0.5 * (m - 1) * new[a])
-    return Grid(tuple(origin), new, tuple(shape))
+    return Grid(shape=tuple(shape), spacing_mm=new, origin_mm=tuple(origin))
 
 
 def _vec3(v: float | Sequence[float]) -> tuple[float, float, float]:

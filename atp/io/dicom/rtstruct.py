@@ -24,8 +24,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from atp.cases.case import CaseError
+from atp.cases.grid import Grid
 from atp.io.dicom.dataset import read_dicom
-from atp.io.dicom.resample import Grid
 
 log = logging.getLogger(__name__)
 
