@@ -27,9 +27,14 @@ demo: $(VENV)/.installed
 	    hydra.sweep.dir=$(DEMO_OUT)/evaluate
 	@echo "report: $(DEMO_OUT)/evaluate/summary/report.html (per institution: */report.html)"
 
-# A short tour on the OpenKBP sample: baseline prediction, challenge scores, one plan.
+# A tour on the real OpenKBP sample: predict (distance-to-target baseline, challenge scores),
+# plan every validation patient from the prediction, judge ATP against the clinical plans
+# with the OpenKBP-Opt criteria, report (outputs/demo-openkbp/evaluate/report.html).
 demo-openkbp: $(VENV)/.installed
 	$(BIN)/python -m atp.demo --openkbp-dir $(OPENKBP_DIR) --out outputs/demo-openkbp
+	$(BIN)/python evaluate.py site=npc institution=A data=openkbp split=val \
+	    paths.openkbp_dir=$(OPENKBP_DIR) prediction=$(CURDIR)/outputs/demo-openkbp/predictions \
+	    'criteria=[protocol,openkbp_opt]' hydra.run.dir=outputs/demo-openkbp/evaluate
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

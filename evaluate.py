@@ -1,8 +1,9 @@
-"""Evaluate a trained model at one institution: ATP vs MNL vs prediction, per case.
+"""Evaluate at one institution: ATP vs the clinical plan (or a re-plan) vs prediction.
 
     python evaluate.py site=lung institution=B ckpt_path=<run>/checkpoints/last.ckpt
     python evaluate.py --multirun site=lung institution=A,B,C ckpt_path=...
     python evaluate.py -m evaluation=tune_tolerances site=lung ckpt_path=...   # Optuna
+    python evaluate.py data=openkbp site=npc split=val prediction=reference  # phase 2 only
 
 Writes per-case and summary tables (CSV), figures and a self-contained report.html; a
 multirun also writes one summary of all its jobs (atp.sweep_summary).
@@ -37,6 +38,9 @@ def load_model(cfg: DictConfig):
     """The checkpoint's module, its net rebuilt from the training run's config if found."""
     from atp.models import DosePredictionModule
 
+    if cfg.ckpt_path is None:
+        raise ValueError("prediction=model needs ckpt_path=<checkpoint> (or prediction="
+                         "reference | <folder of predictions>)")
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint")
@@ -57,34 +61,53 @@ def load_model(cfg: DictConfig):
     return module, train_cfg
 
 
+def predictor(cfg: DictConfig, data):
+    """``case -> predicted dose``: the model (``prediction=model``), the case's own dose
+    (``reference``: a perfect prediction) or a folder of files (``<patient id>.csv|.npy``)."""
+    from atp.io.loading import find_prediction, load_dose
+
+    if cfg.prediction == "model":
+        from atp.models.predict import predict_case
+
+        module, train_cfg = load_model(cfg)
+        include_ct = bool(train_cfg.data.include_ct)
+        return lambda case: predict_case(module, case, organs=data.organs,
+                                         include_ct=include_ct, mirror_to=data.mirror_to)
+    if cfg.prediction == "reference":
+        return lambda case: case.dose_gy
+    ids = [Path(f).stem for f in data.splits[cfg.split][: cfg.max_cases or None]]
+    for pid in ids:  # every file is there before any planning starts
+        find_prediction(cfg.prediction, pid)
+    return lambda case: load_dose(find_prediction(cfg.prediction, case.patient_id),
+                                  shape=case.shape)
+
+
 def evaluate(cfg: DictConfig) -> dict:
+    from atp.evaluation.criteria import criteria_sets
     from atp.evaluation.report import write_evaluation
     from atp.evaluation.run import evaluate_case
     from atp.io.loading import load_any_case
     from atp.loggers import close_loggers, instantiate_group, log_evaluation
-    from atp.models.predict import predict_case
 
     out = Path(cfg.paths.output_dir)
     site = OmegaConf.to_container(cfg.site, resolve=True)
     inst = OmegaConf.to_container(cfg.institution, resolve=True)
-    module, train_cfg = load_model(cfg)
-    include_ct = bool(train_cfg.data.include_ct)
-    data = instantiate(cfg.data, site=site, include_ct=include_ct, _convert_="all")
+    data = instantiate(cfg.data, site=site, _convert_="all")
     data.prepare_data()
     data.setup("test")
     files = data.splits[cfg.split][: cfg.max_cases or None]
+    predict = predictor(cfg, data)
     engine, settings = instantiate(cfg.engine), instantiate(cfg.planner)
     tol = OmegaConf.to_container(cfg.tolerance)
-
-    def predict(case):
-        return predict_case(module, case, organs=data.organs, include_ct=include_ct,
-                            mirror_to=data.mirror_to)
+    criteria = criteria_sets(OmegaConf.to_container(cfg.get("criteria") or {}, resolve=True),
+                             site_cfg=site, institution=inst)
 
     results = []
     for i, path in enumerate(files):
         case = load_any_case(path, site=site["name"])
         ev = evaluate_case(case, predict, site_cfg=site, institution=inst, engine=engine,
-                           settings=settings, tolerances=tol,
+                           settings=settings, tolerances=tol, comparator=cfg.comparator,
+                           criteria=criteria, engine_gap_fit=cfg.engine_gap,
                            cache_dir=cfg.paths.cache_dir if cfg.cache else None)
         comp = ev.comparator
         log.info("%d/%d %s: ATP %s | %s %s | %.1f s", i + 1, len(files), case.patient_id,

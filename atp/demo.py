@@ -1,16 +1,17 @@
-"""End-to-end demo on the OpenKBP sample: read, store, predict with a baseline, score, plot.
+"""The prediction step of the OpenKBP tour: read, store, predict with a baseline, score.
 
 ``python -m atp.demo --openkbp-dir ../shared/data/openkbp-sample --out outputs/demo``
 
 1. reads every patient (broken folders are skipped with a warning) and stores each as an
    atp case file;
 2. fits the distance-to-target baseline on ``train-pats`` and predicts ``validation-pats``,
-   written in the challenge's submission format;
+   written in the challenge's submission format (``<out>/predictions/pt_N.csv``);
 3. prints the OpenKBP dose and DVH scores of the baseline and writes per-patient DVH
-   endpoints of the reference plans (CSV) and a DVH figure (PNG);
-4. plans the first validation patient with the goal list of ``conf/site/npc.yaml``, the
-   organ goals read off the baseline's predicted dose, 9 coplanar fields and the
-   pencil-beam engine, and writes the plan, its goal report and a DVH figure.
+   endpoints of the reference plans (CSV) and a DVH figure (PNG).
+
+``make demo-openkbp`` then plans every validation patient from these predictions and
+judges the plans against the clinical ones (``evaluate.py data=openkbp
+prediction=<out>/predictions``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from atp.dosimetry import (
 )
 from atp.io.atomic import atomic_write_text
 from atp.io.openkbp import load_openkbp_dataset, write_openkbp_dose
-from atp.sites import load_site_config
 from atp.viz import plot_dvh_overlay, save_figure
 
 
@@ -93,26 +93,9 @@ def run(openkbp_dir: Path, out: Path) -> dict[str, float]:
                                    "distance baseline": baseline.predict(first)},
                            title=f"OpenKBP {first.patient_id}: reference vs distance baseline")
     save_figure(fig, out / f"dvh_{first.patient_id}.png")
-    planned = plan_one(first, baseline.predict(first), out / "plan")
     return {"n_cases": len(report.cases), "n_skipped": len(report.skipped),
             "n_scored": len(test), "dose_score_gy": scores["dose_score"],
-            "dvh_score_gy": scores["dvh_score"], "plan": planned}
-
-
-def plan_one(case: PatientCase, predicted_gy: np.ndarray, out: Path) -> str:
-    """Goal-guided plan of one case from a predicted dose; returns the report summary."""
-    from atp.dose import PencilBeamEngine, beams_from_config, default_isocenter_mm
-    from atp.planning import PlanSettings, plan
-    from atp.planning.outputs import save_plan
-    from atp.planning.setup import beam_config_for, goal_list_for
-
-    site = load_site_config("npc")
-    beams = beams_from_config(beam_config_for(site), isocenter_mm=default_isocenter_mm(case))
-    influence = PencilBeamEngine().influence(case, beams)
-    result = plan(case, influence, goal_list_for(site), predicted_dose_gy=predicted_gy,
-                  settings=PlanSettings(**site["conformity"]))
-    save_plan(out, case, result, predicted_dose_gy=predicted_gy)
-    return f"{case.patient_id}: {result.summary()} ({result.wall_s:.0f} s)"
+            "dvh_score_gy": scores["dvh_score"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
           "(lower is better; the challenge's test-set winner: 2.43 / 1.48 Gy on other patients)")
     print(f"reference endpoints: {args.out / 'reference_endpoints.csv'}; "
           f"DVH figure and predictions in {args.out}")
-    print(f"goal-guided plan from the baseline prediction, {s['plan']}; goal report and "
-          f"DVH in {args.out / 'plan'}")
     return 0
 
 

@@ -5,7 +5,7 @@ comes from ``job_status.json`` (see `atp.sweeps`); a job without one never finis
 Only ``COMPLETED`` jobs contribute results:
 
 - evaluation jobs (``tables/endpoints.csv``): endpoints, goals and timing of every job
-  are pooled, and the ATP-vs-MNL statistics and criteria pass rates are recomputed per
+  are pooled, and the ATP-vs-comparator statistics and criteria pass rates are recomputed per
   job group (the institution, or the job's varying overrides when institutions repeat,
   e.g. in a tolerance sweep), with a Fig. 4-style dot plot and an HTML report;
 - training jobs (``metrics.json``): one row of final metrics per job and a bar chart;
@@ -129,19 +129,22 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
         endpoints += [{"job": j["label"], **r} for r in t["endpoints"]]
         goals += [{"job": j["label"], **r} for r in t["goals_per_case"]]
         timing += [{"job": j["label"], **r} for r in t["timing"]]
-    summary = {"atp_vs_mnl": compare_plans(endpoints, new="ATP", reference="MNL"),
+    plans = {str(g["plan"]) for g in goals}
+    comparator = next(iter(sorted(plans - {"ATP"})), "comparator")
+    summary = {"atp_vs_comparator": compare_plans(endpoints, new="ATP", reference=comparator),
                "criteria_met": goal_pass_rates(goals), "endpoints": endpoints,
                "timing": timing}
     for name, rows in summary.items():
         write_table(rows, out / f"{name}.csv")
     groups = list(dict.fromkeys(str(r["institution"]) for r in goals))
     rates = {plan: [_rate(summary["criteria_met"], g, plan) for g in groups]
-             for plan in ("ATP", "MNL")}
+             for plan in ("ATP", comparator)}
     save_figure(bar_chart(groups, rates, title="criteria met per job (protocol goal list)",
                            ylabel="criteria pass rate"), out / "criteria_met.png")
-    dots = [r for r in summary["atp_vs_mnl"] if r["institution"] != "all"]
-    save_figure(dot_plot_relative_differences(dots, title="ATP vs MNL per job group"),
-                out / "atp_vs_mnl.png")
+    dots = [r for r in summary["atp_vs_comparator"] if r["institution"] != "all"]
+    save_figure(dot_plot_relative_differences(dots, title=f"ATP vs {comparator} per job "
+                                                          "group"),
+                out / "atp_vs_comparator.png")
     write_html_report(out / "report.html", title="ATP evaluation sweep", sections=[
         {"heading": "Jobs", "tables": [("jobs", [{k: j[k] for k in (
             "job", "label", "status", "wall_s", "error")} for j in jobs])]},
@@ -149,9 +152,10 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
                                                  out / "criteria_met.png")],
          "tables": [("criteria met (both plans judged on the protocol goal list)",
                      summary["criteria_met"])]},
-        {"heading": "ATP vs MNL", "figures": [(
+        {"heading": f"ATP vs {comparator}", "figures": [(
             "mean relative difference with 95 % CI (positive = ATP better)",
-            out / "atp_vs_mnl.png")], "tables": [("paired comparison", summary["atp_vs_mnl"])]},
+            out / "atp_vs_comparator.png")],
+         "tables": [("paired comparison", summary["atp_vs_comparator"])]},
     ])
 
 

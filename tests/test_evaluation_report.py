@@ -119,10 +119,10 @@ def test_tuning_score_by_hand():
                   {"kind": "organ", "mean_rel_diff_pct": 30.0},
                   {"kind": "target", "mean_rel_diff_pct": -50.0}]  # not a tie-breaker
     # pass rate (0.8 + 0.9) / 2 = 0.85; organ gain 20 % -> 0.5 / 20 goals * 0.2 = 0.005
-    kept = tuning_score(rows(2), comparison)
+    kept = tuning_score(rows(2), comparison, reference="MNL")
     assert kept["atp_criteria_pass_rate"] == pytest.approx(0.85)
     assert kept["tuning_score"] == pytest.approx(0.855)
     # ATP meets 3 of 4 target goals where MNL meets 4 of 4: one lower
-    lost = tuning_score(rows(1), comparison)
+    lost = tuning_score(rows(1), comparison, reference="MNL")
     assert lost["tuning_score"] == pytest.approx(0.855 - 1.0)
     assert tuning_score([], comparison) == {}

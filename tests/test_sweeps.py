@@ -55,10 +55,10 @@ def test_joblib_two_jobs_and_sweep_summary(tiny_checkpoint, tiny_cohorts, tmp_pa
     groups = {r["institution"] for r in rates}
     assert {"tolerance.lungs=-20", "tolerance.lungs=0"} <= groups
     assert all(_finite(r["criteria_pass_rate"]) for r in rates)
-    diffs = read_table(sweep / "summary" / "atp_vs_mnl.csv")
+    diffs = read_table(sweep / "summary" / "atp_vs_comparator.csv")
     assert {"metric", "mean_rel_diff_pct", "flag"} <= set(diffs[0])
     assert any(_finite(r["mean_rel_diff_pct"]) for r in diffs)
-    for name in ("atp_vs_mnl.png", "criteria_met.png", "report.html"):
+    for name in ("atp_vs_comparator.png", "criteria_met.png", "report.html"):
         assert (sweep / "summary" / name).is_file(), name
     for job in jobs:  # each job's own evaluation is complete
         assert (sweep / job["job"] / "tables" / "endpoints.csv").is_file()

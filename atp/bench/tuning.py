@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ckpt.is_file():
         print("building the cohort and a one-epoch model (not timed) ...", flush=True)
         _run("train.py", [*common, "experiment=cpu_quick", "trainer.max_epochs=1",
-                          "data.iterations_per_epoch=2", "logger=csv", "callbacks=none",
+                          "data.iterations_per_epoch=2", "logger=csv",
+                          "callbacks.goal_guided_planning.every_n_epochs=100",
                           "test_after_fit=false", f"hydra.run.dir={work / 'train'}"])
     searches = {}
     for cache in (False, True):

@@ -1,11 +1,18 @@
-"""The plan ATP is judged against: a protocol re-plan on atp's engine, cached per case.
+"""The plan ATP is judged against: the clinical plan, or a protocol re-plan.
 
-The re-plan (``MNL-replan``) is atp's own optimizer with the protocol goal values and no
-prediction, on the same beams as the ATP plan. It does not depend on the ATP tolerances,
-so a tolerance sweep or an Optuna search plans it once per case: its fluence is cached
-under ``cache_dir``, keyed by the influence matrix (case, beams, engine), the goal list
-and the planner settings, and a cached plan is rebuilt from its fluence (dose and goal
-report recomputed, no optimization).
+``clinical`` (the default): the dose that came with the case, the plan the patient was
+treated with (an imported RTDOSE, the OpenKBP reference plan, the synthetic cohort's
+reference plan). It may come from another dose engine than atp's: `dose_origin` names
+it, and `engine_gap` fits atp's own beamlets to it voxel by voxel, so a report can show
+how large the engine difference alone is. Its MU is known only when an RTPLAN was
+imported.
+
+``replan`` (``MNL-replan``), and the fallback for a case without a dose: atp's own
+optimizer with the protocol goal values and no prediction, on the same beams as the ATP
+plan. It does not depend on the ATP tolerances, so a tolerance sweep or an Optuna search
+plans it once per case: its fluence is cached under ``cache_dir``, keyed by the influence
+matrix (case, beams, engine), the goal list and the planner settings, and a cached plan is
+rebuilt from its fluence (dose and goal report recomputed, no optimization).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize
 
 from atp.cases import PatientCase
 from atp.dose import total_mu
@@ -27,7 +35,8 @@ from atp.planning import GoalList, PlanResult, PlanSettings, goal_report, plan, 
 
 log = logging.getLogger(__name__)
 
-REPLAN = "MNL"
+CLINICAL, REPLAN = "clinical", "MNL-replan"
+MODES = ("clinical", "replan")
 CACHE_FORMAT = 1
 
 
@@ -105,7 +114,7 @@ def protocol_replan(case: PatientCase, influence: DoseInfluence, goals: GoalList
         path = Path(cache_dir) / f"replan_{case.patient_id}_{key[:24]}.npz"
         result = _load(path, case, influence, goals, key=key)
         if result is not None:
-            return ComparatorPlan(label, result.dose_gy, engine=_engine_name(influence),
+            return ComparatorPlan(label, result.dose_gy, engine=engine_label(influence),
                                   mu=total_mu(influence, result.fluence), result=result,
                                   cached=True)
     result = plan(case, influence, goals, settings=settings)
@@ -114,11 +123,12 @@ def protocol_replan(case: PatientCase, influence: DoseInfluence, goals: GoalList
             np.savez(fh, fluence=result.fluence, meta=np.array(json.dumps({
                 "key": key, "n_iterations": result.n_iterations,
                 "n_evaluations": result.n_evaluations, "wall_s": result.wall_s})))
-    return ComparatorPlan(label, result.dose_gy, engine=_engine_name(influence),
+    return ComparatorPlan(label, result.dose_gy, engine=engine_label(influence),
                           mu=total_mu(influence, result.fluence), result=result)
 
 
-def _engine_name(influence: DoseInfluence) -> str:
+def engine_label(influence: DoseInfluence) -> str:
+    """How reports name the engine of an influence matrix (name and version)."""
     eng = influence.engine or {}
     return f"atp {eng.get('name', 'engine')} {eng.get('version', '')}".strip()
 
@@ -145,3 +155,74 @@ def _load(path: Path, case: PatientCase, influence: DoseInfluence, goals: GoalLi
                       n_iterations=int(meta["n_iterations"]),
                       n_evaluations=int(meta["n_evaluations"]), wall_s=0.0,
                       phases=[{"phase": "cached", "planned_wall_s": meta["wall_s"]}])
+
+
+def dose_origin(case: PatientCase) -> str:
+    """Which engine (or system) made the dose that came with ``case``."""
+    source = case.metadata.get("source")
+    if source == "openkbp":
+        return "CERR influence matrices (OpenKBP reference plan)"
+    if source == "dicom":
+        return "the treatment planning system (imported RTDOSE)"
+    if "reference_plan" in case.metadata:
+        return "atp pencil-beam engine (synthetic reference plan)"
+    return "unknown (the case's own dose)"
+
+
+def clinical_mu(case: PatientCase) -> float | None:
+    """Total MU of the case's own plan over all fractions, when an RTPLAN gave it."""
+    plan_info = (case.metadata.get("dicom") or {}).get("plan") or {}
+    mu = plan_info.get("mu_per_fraction")
+    if mu is None:
+        return None
+    return float(mu) * float(plan_info.get("n_fractions") or case.n_fractions or 1)
+
+
+def clinical_plan(case: PatientCase, *, label: str = CLINICAL) -> ComparatorPlan:
+    """The case's own dose as the comparator (``case.dose_gy`` must exist)."""
+    if case.dose_gy is None:
+        raise ValueError(f"patient {case.patient_id}: no dose to compare with")
+    return ComparatorPlan(label, np.asarray(case.dose_gy, dtype=np.float32),
+                          engine=dose_origin(case), mu=clinical_mu(case))
+
+
+def engine_gap(case: PatientCase, influence: DoseInfluence, dose_gy: np.ndarray, *,
+               max_iter: int = 300) -> np.ndarray:
+    """atp's closest forward dose to ``dose_gy``: non-negative beamlet weights fitted by
+    least squares over the influence matrix's voxels (the body).
+
+    The fitted plan mimics the given dose voxel by voxel with atp's beams and engine, so
+    the remaining difference is what atp's engine cannot reproduce of it (physics and
+    beam geometry), not a planning choice.
+
+    Parameters
+    ----------
+    case : the patient (its grid is the influence matrix's)
+    influence : atp's influence matrix of the beams
+    dose_gy : the dose to mimic, on the case grid
+    max_iter : L-BFGS-B iterations
+
+    Returns
+    -------
+    ndarray, float32, (z, y, x)
+        The fitted plan's dose on the case grid.
+    """
+    target = np.asarray(dose_gy, dtype=np.float64).ravel()[influence.voxel_index]
+    matrix = influence.matrix
+    matrix_t = matrix.T
+    scale = float(np.dot(target, target)) or 1.0
+
+    ones = np.ones(influence.n_beamlets, dtype=np.float32)
+    d1 = (matrix @ ones).astype(np.float64)
+    # the best flat fluence; the solve runs on x = w / unit so that variables are O(1)
+    unit = max(float(np.dot(d1, target) / max(np.dot(d1, d1), 1e-12)), 1e-12)
+
+    def fun(x):
+        r = (matrix @ (x * unit).astype(np.float32)).astype(np.float64) - target
+        g = (matrix_t @ r.astype(np.float32)).astype(np.float64)
+        return float(np.dot(r, r)) / scale, 2.0 * unit * g / scale
+
+    res = minimize(fun, np.ones(influence.n_beamlets), jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None)] * influence.n_beamlets,
+                   options={"maxiter": max_iter, "maxcor": 20})
+    return influence.dose_ct(np.maximum(res.x * unit, 0.0).astype(np.float32), case)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atp.dosimetry import cohort_scores, dvh_score
 from atp.evaluation.compare import (
     compare_plans,
     compare_to_prediction,
@@ -24,8 +25,10 @@ from atp.evaluation.compare import (
     preference_proxy,
     write_table,
 )
+from atp.evaluation.criteria import criteria_summary
 from atp.evaluation.html import write_html_report
 from atp.viz import (
+    bar_chart,
     dose_difference_slices,
     dot_plot_relative_differences,
     dot_plot_vs_prediction,
@@ -37,7 +40,7 @@ ATP = "ATP"
 
 
 def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = (), *,
-                 reference: str = "MNL") -> dict:
+                 reference: str = "MNL-replan") -> dict:
     """Criteria pass rate of ATP, subject to target coverage (the Optuna objective).
 
     Both plans are judged on the protocol goal list. The score is ATP's criteria pass
@@ -64,10 +67,15 @@ def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = (), *,
     cov_atp, cov_ref = share(ATP, "target_goals_"), share(reference, "target_goals_")
     keeps = not cov_atp < cov_ref - 1e-9
     score = rate + tie
-    key = reference.lower()
+    key = slug(reference)
     return {"atp_criteria_pass_rate": rate, f"atp_organ_gain_vs_{key}": gain,
             "atp_target_goals_met_share": cov_atp, f"{key}_target_goals_met_share": cov_ref,
             "tuning_score": score if keeps else score - 1}
+
+
+def slug(label: str) -> str:
+    """A plan label as a key fragment: ``MNL-replan`` -> ``mnl_replan``."""
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
 
 
 @dataclass
@@ -94,23 +102,71 @@ class ReportItem:
     ``name`` is the file stem (``tables/<name>.csv`` or ``figures/<name>.png``; per-case
     items get ``_<patient id>`` appended), ``section`` the report heading it goes under
     and ``caption`` its caption (``{comparator}`` and ``{case}`` are filled in).
-    ``build(ctx)`` returns rows or a figure; a per-case item's ``build(ctx, ev)`` gets
-    the `CaseEvaluation` too.
+    ``build(ctx)`` returns rows (``table``), a figure (``figure``, None to skip) or a
+    paragraph (``text``); a per-case item's ``build(ctx, ev)`` gets the `CaseEvaluation`
+    too.
     """
 
     name: str
     section: str
     caption: str
     build: Callable
-    kind: str = "table"  # or "figure"
+    kind: str = "table"  # "figure" or "text"
     per_case: bool = False
 
 
-SECTIONS = ("Summary", "ATP vs {comparator}", "ATP vs prediction", "Cases")
+SECTIONS = ("Summary", "Criteria sets", "ATP vs {comparator}", "ATP vs prediction", "Cases")
 
 
 def _comparison(ctx):
     return compare_plans(ctx.rows(), new=ATP, reference=ctx.comparator)
+
+
+def _provenance(ctx) -> str:
+    engines = sorted({(d["plan"], d["engine"]) for ev in ctx.results for d in ev.doses})
+    text = "Doses and the engines that made them: " + "; ".join(
+        f"{plan}: {engine}" for plan, engine in engines) + "."
+    mu_known = [d.get("mu_known") for ev in ctx.results for d in ev.doses
+                if d["plan"] == ctx.comparator]
+    if not all(mu_known):
+        text += (f" The {ctx.comparator} plan's MU is unknown for "
+                 f"{mu_known.count(False)} of {len(mu_known)} cases (no RTPLAN): MU is "
+                 "compared only where it is known.")
+    notes = [n for ev in ctx.results for n in ev.notes]
+    return "\n\n".join([text, *notes])
+
+
+def _prediction_scores(ctx):
+    scored = [ev for ev in ctx.results if ev.prediction_scores]
+    rows = [{"case": ev.case.patient_id,
+             "dose_score_gy": ev.prediction_scores["dose_score_gy"],
+             "dvh_score_gy": dvh_score(ev.prediction_scores["reference_metrics"],
+                                       ev.prediction_scores["predicted_metrics"])}
+            for ev in scored]
+    if scored:
+        pooled = cohort_scores([ev.prediction_scores["dose_score_gy"] for ev in scored],
+                               [ev.prediction_scores["reference_metrics"] for ev in scored],
+                               [ev.prediction_scores["predicted_metrics"] for ev in scored])
+        rows.append({"case": "all", "dose_score_gy": pooled["dose_score"],
+                     "dvh_score_gy": pooled["dvh_score"]})
+    return rows
+
+
+def _criteria_summary(ctx):
+    rows = [r for ev in ctx.results for r in ev.criteria]
+    return criteria_summary(rows, new=ATP, reference=ctx.comparator) + \
+        criteria_summary(rows, new=ATP, reference="prediction")
+
+
+def _criteria_figure(ctx):
+    rows = [r for r in ctx.tables["criteria_summary"] if r["reference"] == ctx.comparator]
+    if not rows:
+        return None
+    labels = [f"{r['criteria']} ({r['institution']})" for r in rows]
+    return bar_chart(labels, {ATP: [r["new_share"] for r in rows],
+                              ctx.comparator: [r["reference_share"] for r in rows]},
+                     title=f"{ctx.site}: criteria met, ATP vs {ctx.comparator}",
+                     ylabel="share of criteria met")
 
 
 def _dvh(ctx, ev):
@@ -137,17 +193,32 @@ ITEMS: list[ReportItem] = [
                lambda ctx: goal_pass_rates(ctx.goals())),
     ReportItem("endpoints", "", "", lambda ctx: ctx.rows()),
     ReportItem("goals_per_case", "", "", lambda ctx: ctx.goals()),
-    ReportItem("atp_vs_mnl", "ATP vs {comparator}", "paired comparison", _comparison),
-    ReportItem("atp_vs_mnl", "ATP vs {comparator}",
+    ReportItem("criteria", "", "", lambda ctx: [r for ev in ctx.results for r in ev.criteria]),
+    ReportItem("criteria_summary", "Criteria sets",
+               "share of criteria met per set; p: exact McNemar test on the paired "
+               "per-criterion outcomes", _criteria_summary),
+    ReportItem("criteria_summary", "Criteria sets", "criteria met per set",
+               _criteria_figure, kind="figure"),
+    ReportItem("provenance", "ATP vs {comparator}", "", _provenance, kind="text"),
+    ReportItem("doses", "", "", lambda ctx: [d for ev in ctx.results for d in ev.doses]),
+    ReportItem("engine_gap", "ATP vs {comparator}",
+               "engine difference: atp's beamlets fitted to the {comparator} dose voxel by "
+               "voxel, |D_fit - D_{comparator}| / D_Rx in the body (%)",
+               lambda ctx: [ev.engine_gap for ev in ctx.results if ev.engine_gap]),
+    ReportItem("atp_vs_comparator", "ATP vs {comparator}", "paired comparison", _comparison),
+    ReportItem("atp_vs_comparator", "ATP vs {comparator}",
                "ATP vs {comparator}: mean relative difference with 95 % CI "
                "(positive = ATP better)",
                lambda ctx: dot_plot_relative_differences(
-                   ctx.tables["atp_vs_mnl"],
+                   ctx.tables["atp_vs_comparator"],
                    title=f"{ctx.site} @ {ctx.institution}: ATP vs {ctx.comparator}"),
                kind="figure"),
     ReportItem("preference_proxy", "ATP vs {comparator}",
                "preference proxy (not a physician's preference)",
                lambda ctx: preference_proxy(ctx.rows(), new=ATP, reference=ctx.comparator)),
+    ReportItem("prediction_scores", "ATP vs prediction",
+               "the prediction against the case's own dose: OpenKBP dose and DVH scores (Gy)",
+               _prediction_scores),
     ReportItem("atp_vs_prediction", "ATP vs prediction", "organ endpoints",
                lambda ctx: compare_to_prediction(ctx.rows(), plan=ATP)),
     ReportItem("atp_vs_prediction", "ATP vs prediction",
@@ -166,6 +237,22 @@ ITEMS: list[ReportItem] = [
 ]
 
 
+MIXED = "comparator (mixed)"
+
+
+def _relabel(results: Sequence, label: str) -> None:
+    """Give every case's comparator one label (the doses table keeps what each was)."""
+    for ev in results:
+        old = ev.comparator.label
+        for r in (*ev.rows, *ev.goals, *ev.criteria):
+            if r["plan"] == old:
+                r["plan"] = label
+        for d in ev.doses:
+            if d["plan"] == old:
+                d["plan"], d["engine"] = label, f"{old}: {d['engine']}"
+        ev.comparator.label = label
+
+
 def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, institution: str,
                      n_figures: int = 4, items: Sequence[ReportItem] = ITEMS) -> dict:
     """Tables, figures and the HTML report of ``results`` (`CaseEvaluation` objects).
@@ -173,7 +260,8 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
     Parameters
     ----------
     out_dir : the run folder; ``tables/``, ``figures/`` and ``report.html`` go there
-    results : the evaluated cases (one comparator label for all)
+    results : the evaluated cases; when their comparators differ (a clinical evaluation
+        where some cases had no dose) they are compared under one label, ``MIXED``
     site, institution : names for titles and the summary
     n_figures : per-case figures for the first N cases
     items : the report's tables and figures (default `ITEMS`)
@@ -190,26 +278,34 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
     out = final / ".staging"
     shutil.rmtree(out, ignore_errors=True)
     labels = {ev.comparator.label for ev in results}
-    if len(labels) > 1:
-        raise ValueError(f"one comparator per evaluation, got {sorted(labels)}")
+    if len(labels) > 1:  # some cases had no clinical dose and fell back to the re-plan
+        _relabel(results, MIXED)
+        labels = {MIXED}
     ctx = EvaluationContext(results, site, institution,
                             comparator=labels.pop() if labels else "comparator")
     fill = {"comparator": ctx.comparator}
     placed: dict[str, list] = {s.format(**fill): [] for s in SECTIONS}
+    texts: dict[str, list[str]] = {}
     for item in items:
         section = item.section.format(**fill)
+        if item.kind == "text":
+            texts.setdefault(section, []).append(item.build(ctx))
+            continue
         if item.kind == "table":
             rows = ctx.tables[item.name] = item.build(ctx)
             write_table(rows, out / "tables" / f"{item.name}.csv")
-            if section:
+            if section and rows:
                 placed[section].append(("table", item.caption.format(**fill), rows))
             continue
         todo = [(f"{item.name}_{ev.case.patient_id}", (ctx, ev), ev.case.patient_id)
                 for ev in list(results)[:n_figures]] if item.per_case else \
             [(item.name, (ctx,), "")]
         for name, args, case in todo:
+            fig = item.build(*args)
+            if fig is None:
+                continue
             path = out / "figures" / f"{name}.png"
-            save_figure(item.build(*args), path)
+            save_figure(fig, path)
             placed[section].append(("figure", item.caption.format(case=case, **fill), path))
     timing = ctx.tables.get("timing") or _timing(ctx)
     mean_t = {k: float(np.mean([t[k] for t in timing])) for k in timing[0] if k != "case"} \
@@ -219,12 +315,20 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
                "cases": len(results),
                "atp_p1_met_share": float(np.mean([g["p1_met"] for g in goals
                                                   if g["plan"] == ATP])) if goals else None,
-               **tuning_score(goals, [r for r in ctx.tables.get("atp_vs_mnl", [])
+               **tuning_score(goals, [r for r in ctx.tables.get("atp_vs_comparator", [])
                                       if r["institution"] == institution],
                               reference=ctx.comparator),
                **{f"mean_{k}": v for k, v in mean_t.items()}}
+    pooled = [r for r in ctx.tables.get("prediction_scores", []) if r["case"] == "all"]
+    if pooled:
+        summary["prediction_dose_score_gy"] = pooled[0]["dose_score_gy"]
+        summary["prediction_dvh_score_gy"] = pooled[0]["dvh_score_gy"]
+    for r in ctx.tables.get("criteria_summary", []):
+        if r["institution"] == institution and r["reference"] == ctx.comparator:
+            summary[f"{r['criteria']}_atp_share"] = r["new_share"]
+            summary[f"{r['criteria']}_{slug(ctx.comparator)}_share"] = r["reference_share"]
     placed["Summary"].insert(0, ("table", "run", [summary]))
-    sections = [{"heading": heading,
+    sections = [{"heading": heading, "text": "\n\n".join(texts.get(heading, [])),
                  "tables": [(c, rows) for kind, c, rows in entries if kind == "table"],
                  "figures": [(c, p) for kind, c, p in entries if kind == "figure"]}
                 for heading, entries in placed.items()]

@@ -2,15 +2,17 @@
 
 ATP: the site's goal list (plus the institution's overlay and tolerances) with organ
 values read off the predicted dose. The comparator (`atp.evaluation.comparator`): the
-protocol re-plan, the same goal list with its protocol values and no prediction, on the
-same beams. All doses are scored with `plan_endpoints`, and the criteria met are judged
-on the protocol goal list for every plan.
+case's clinical dose, or the protocol re-plan (the same goal list with its protocol values
+and no prediction, on the same beams), which is also the fallback for a case without a
+dose. All doses are scored with `plan_endpoints`; the criteria met are judged on the
+protocol goal list and on every configured criteria set (`atp.evaluation.criteria`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +22,25 @@ from atp.cases import PatientCase
 from atp.dose import beams_from_config, cached_influence, default_isocenter_mm, total_mu
 from atp.dose.cache import influence_cache_key
 from atp.dose.influence import DoseEngine
-from atp.evaluation.comparator import ComparatorPlan, protocol_replan
+from atp.dosimetry import dose_score, openkbp_dvh_metrics
+from atp.evaluation.comparator import (
+    CLINICAL,
+    MODES,
+    ComparatorPlan,
+    clinical_plan,
+    engine_gap,
+    engine_label,
+    protocol_replan,
+)
+from atp.evaluation.criteria import CriteriaSet, judge
 from atp.evaluation.endpoints import plan_endpoints, voxel_difference_to_prediction
 from atp.planning import PlanResult, PlanSettings, goal_report, plan, resolve_goals
 from atp.planning.setup import beam_config_for, goal_list_for, tolerances_for
 
+log = logging.getLogger(__name__)
 ATP = "ATP"
+PREDICTION = "prediction"
+MIMIC = "clinical (atp engine)"
 
 
 @dataclass
@@ -38,14 +53,21 @@ class CaseEvaluation:
     comparator: ComparatorPlan
     rows: list[dict] = field(default_factory=list)
     goals: list[dict] = field(default_factory=list)
+    criteria: list[dict] = field(default_factory=list)
     voxel: dict = field(default_factory=dict)
     timing_s: dict = field(default_factory=dict)
+    doses: list[dict] = field(default_factory=list)  # which engine made each dose
+    engine_gap: dict = field(default_factory=dict)
+    prediction_scores: dict = field(default_factory=dict)  # OpenKBP scores vs the case dose
+    notes: list[str] = field(default_factory=list)
 
 
 def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray], *,
                   site_cfg: Mapping, institution: Mapping, engine: DoseEngine,
                   settings: PlanSettings, tolerances: Mapping[str, float] | None = None,
-                  cache_dir: str | Path | None = None) -> CaseEvaluation:
+                  cache_dir: str | Path | None = None, comparator: str = CLINICAL,
+                  criteria: Sequence[CriteriaSet] = (), engine_gap_fit: bool | None = None
+                  ) -> CaseEvaluation:
     """Predict, build the beams and matrix, plan ATP and the comparator, score all doses.
 
     Parameters
@@ -58,6 +80,11 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     tolerances : per-ROI or per-goal tolerances (%) on top of the institution's
     cache_dir : influence matrices and comparator re-plans are cached there; None
         computes both every time
+    comparator : ``clinical`` (the case's own dose; a case without one falls back to the
+        re-plan, with a note) or ``replan`` (the protocol re-plan)
+    criteria : criteria sets every dose is judged on, next to the protocol goal list
+    engine_gap_fit : fit atp's beamlets to a clinical dose made by another engine and score
+        that fit too (None: when the dose's origin is not atp's engine)
 
     Returns
     -------
@@ -85,11 +112,21 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                settings=settings)
     timing["optimization_s"] = time.perf_counter() - t
     timing["end_to_end_s"] = time.perf_counter() - t0
+    if comparator not in MODES:
+        raise ValueError(f"comparator='{comparator}' is not one of {MODES}")
+    notes = []
     t = time.perf_counter()
-    comp = protocol_replan(case, influence, goals, settings=settings, cache_dir=cache_dir,
-                           influence_key=influence_key)
+    if comparator == CLINICAL and case.dose_gy is not None:
+        comp = clinical_plan(case)
+    else:
+        if comparator == CLINICAL:
+            notes.append(f"patient {case.patient_id}: no clinical dose, compared with the "
+                         "protocol re-plan instead")
+            log.info(notes[-1])
+        comp = protocol_replan(case, influence, goals, settings=settings,
+                               cache_dir=cache_dir, influence_key=influence_key)
     timing["comparator_s"] = time.perf_counter() - t
-    ev = CaseEvaluation(case, predicted, atp, comp, timing_s=timing)
+    ev = CaseEvaluation(case, predicted, atp, comp, timing_s=timing, notes=notes)
     # the protocol goal list resolved without a prediction: the criteria every plan is
     # judged on (the ATP plan's own goals hold predicted values)
     protocol, _ = resolve_goals(case, goals)
@@ -98,7 +135,30 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                               mu=total_mu(influence, atp.fluence), **kw)
     ev.rows += plan_endpoints(case, comp.dose_gy, plan=comp.label, resolved=protocol,
                               mu=comp.mu, **kw)
-    ev.rows += plan_endpoints(case, predicted, plan="prediction", resolved=protocol, **kw)
+    ev.rows += plan_endpoints(case, predicted, plan=PREDICTION, resolved=protocol, **kw)
+    own = engine_label(influence)
+    ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own},
+                {"case": case.patient_id, "plan": comp.label, "engine": comp.engine,
+                 "mu_known": comp.mu is not None},
+                {"case": case.patient_id, "plan": PREDICTION, "engine": "dose prediction"}]
+    doses = {ATP: atp.dose_gy, comp.label: comp.dose_gy, PREDICTION: predicted}
+    if engine_gap_fit is None:
+        engine_gap_fit = comp.result is None and not comp.engine.startswith("atp")
+    if engine_gap_fit and comp.result is None:
+        t = time.perf_counter()
+        mimic = engine_gap(case, influence, comp.dose_gy)
+        timing["engine_gap_s"] = time.perf_counter() - t
+        ev.rows += plan_endpoints(case, mimic, plan=MIMIC, resolved=protocol, **kw)
+        ev.doses.append({"case": case.patient_id, "plan": MIMIC, "engine": own})
+        gap = voxel_difference_to_prediction(case, mimic, comp.dose_gy, **kw)
+        ev.engine_gap = {"case": case.patient_id, "site": site, "institution": inst,
+                         "clinical_engine": comp.engine, "atp_engine": own,
+                         "mean_abs_diff_pct_rx": gap["mean_abs_diff_pct_rx"],
+                         "p95_abs_diff_pct_rx": gap["p95_abs_diff_pct_rx"]}
+        doses[MIMIC] = mimic
+    for cs in criteria:
+        for name, dose in doses.items():
+            ev.criteria += judge(case, dose, cs, plan=name, site=site, institution=inst)
     for name, dose in ((ATP, atp.dose_gy), (comp.label, comp.dose_gy)):
         report = goal_report(case, dose, protocol)
         ev.goals.append({"case": case.patient_id, **kw, "plan": name,
@@ -108,4 +168,24 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                          "target_goals_met": sum(o.met for o in report if o.role == "target"),
                          "target_goals_total": sum(o.role == "target" for o in report)})
     ev.voxel = voxel_difference_to_prediction(case, atp.dose_gy, predicted, **kw)
+    if case.dose_gy is not None:
+        ev.prediction_scores = prediction_scores(case, predicted)
     return ev
+
+
+def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
+    """The OpenKBP challenge's scores of a prediction against the case's own dose.
+
+    Returns
+    -------
+    dict
+        ``dose_score_gy`` (mean |difference| over the case's scoring mask), and the DVH
+        metrics of both doses (``reference_metrics``, ``predicted_metrics``), which a
+        cohort's DVH score pools (`atp.dosimetry.cohort_scores`).
+    """
+    rois = {n: r.mask for n, r in case.rois.items() if r.role in ("target", "organ")}
+    kw = {"spacing_mm": case.spacing_mm, "target_names": set(case.targets)}
+    return {"dose_score_gy": dose_score(case.dose_gy, predicted_gy, case.scoring_mask),
+            "reference_metrics": openkbp_dvh_metrics(case.dose_gy, rois, **kw),
+            "predicted_metrics": openkbp_dvh_metrics(predicted_gy, rois, **kw)}
+

@@ -44,3 +44,27 @@ def load_dose(path: str | os.PathLike, *, shape: tuple[int, ...]) -> np.ndarray:
     if not np.all(np.isfinite(dose)) or dose.min() < 0:
         raise CaseError(str(path), "dose_gy", "must be finite and >= 0")
     return dose
+
+
+PREDICTION_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def find_prediction(folder: str | os.PathLike, patient_id: str) -> Path:
+    """The predicted-dose file of ``patient_id`` in ``folder``: ``<id>.npy``, ``<id>.npz``
+    (key ``dose_gy``) or ``<id>.csv`` (an OpenKBP submission).
+
+    Raises
+    ------
+    CaseError
+        Naming the folder and the patient when there is none, or more than one.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaseError(str(folder), "prediction", "not a folder of predictions")
+    found = [folder / f"{patient_id}{s}" for s in PREDICTION_SUFFIXES
+             if (folder / f"{patient_id}{s}").is_file()]
+    if len(found) != 1:
+        raise CaseError(str(folder), "prediction", f"{len(found)} files for patient "
+                        f"{patient_id} (expected one of {patient_id}"
+                        f"{{{','.join(PREDICTION_SUFFIXES)}}})")
+    return found[0]
