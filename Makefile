@@ -25,7 +25,14 @@ demo: $(VENV)/.installed
 	$(BIN)/python evaluate.py -m site=$(DEMO_SITE) institution=A,C patients_from=A \
 	    evaluation=cpu_quick ckpt_path=$(DEMO_OUT)/train/checkpoints/last.ckpt \
 	    hydra.sweep.dir=$(DEMO_OUT)/evaluate
+	# blinded review of that evaluation by 3 SIMULATED reviewers (a pipeline check)
+	$(BIN)/python review.py step=prepare 'runs=[$(DEMO_OUT)/evaluate]' \
+	    review_dir=$(DEMO_OUT)/review 'review.reviewers=[sim_1,sim_2,sim_3]' overwrite=true
+	$(BIN)/python review.py step=simulate review_dir=$(DEMO_OUT)/review
+	$(BIN)/python review.py step=analyze review_dir=$(DEMO_OUT)/review \
+	    answers_dir=$(DEMO_OUT)/review/answers_simulated
 	@echo "report: $(DEMO_OUT)/evaluate/summary/report.html (per institution: */report.html)"
+	@echo "blinded review, SIMULATED reviewers: $(DEMO_OUT)/review/analysis_simulated/report.html"
 
 # A tour on the real OpenKBP sample: predict (distance-to-target baseline, challenge scores),
 # plan every validation patient from the prediction, judge ATP against the clinical plans

@@ -21,10 +21,14 @@ SCHEMA_VERSION = 1
 CASE_SUFFIX = ".npz"
 
 
-def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
-    """Validate ``case`` and write it to ``path`` atomically; return the path."""
-    path = Path(path)
-    case.validate(source=str(path))
+def case_to_arrays(case: PatientCase, *, source: str) -> dict[str, np.ndarray]:
+    """Validate ``case`` and return the archive members of its case file.
+
+    The members (``header``, ``ct_hu``, ``dose_gy``, ``dose_mask``, ``roi_<i>``) are what
+    `save_case` writes; other stores (e.g. `atp.evaluation.plan_store`) add their own
+    members next to them. ``source`` names the file in errors.
+    """
+    case.validate(source=source)
     header = {
         "schema_version": SCHEMA_VERSION,
         "patient_id": case.patient_id,
@@ -41,7 +45,7 @@ def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
     try:
         header_txt = json.dumps(header)
     except TypeError as exc:
-        raise CaseError(str(path), "metadata", f"not JSON-serialisable: {exc}") from None
+        raise CaseError(source, "metadata", f"not JSON-serialisable: {exc}") from None
     arrays: dict[str, np.ndarray] = {
         "header": np.array(header_txt),
         "ct_hu": np.asarray(case.ct_hu, dtype=np.float32),
@@ -52,22 +56,39 @@ def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
         arrays["dose_mask"] = case.dose_mask
     for i, roi in enumerate(case.rois.values()):
         arrays[f"roi_{i}"] = roi.mask
+    return arrays
+
+
+def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
+    """Validate ``case`` and write it to ``path`` atomically; return the path."""
+    path = Path(path)
+    arrays = case_to_arrays(case, source=str(path))
     with atomic_open(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path
 
 
-def load_case(path: str | os.PathLike) -> PatientCase:
-    """Read and validate a case file; raise `CaseError` naming the file and the field."""
+def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every member of an ``.npz`` archive (no pickles); `CaseError` if unreadable."""
     path = Path(path)
     src = str(path)
     if not path.is_file():
         raise CaseError(src, "file", "does not exist")
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CaseError(src, "file", f"unreadable or truncated case archive ({exc})") from None
+
+
+def load_case(path: str | os.PathLike) -> PatientCase:
+    """Read and validate a case file; raise `CaseError` naming the file and the field."""
+    return case_from_arrays(read_archive(path), source=str(path))
+
+
+def case_from_arrays(data: dict[str, np.ndarray], *, source: str) -> PatientCase:
+    """The validated case held by archive members ``data`` (see `case_to_arrays`)."""
+    src = source
     if "header" not in data:
         raise CaseError(src, "header", "missing: not an atp case file")
     try:

@@ -80,10 +80,9 @@ def _paragraphs(text: str) -> str:
     return "\n".join(f"<p>{html.escape(p)}</p>" for p in parts)
 
 
-def render_html_report(*, title: str, sections: Sequence[Mapping]) -> str:
-    """The report as one HTML string (see `write_html_report`)."""
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f'<p class="disclaimer">{html.escape(DISCLAIMER)}</p>']
+def render_sections(sections: Sequence[Mapping]) -> str:
+    """The HTML of report sections (see `write_html_report`), without the page around."""
+    body = []
     for sec in sections:
         body.append(f"<h2>{html.escape(str(sec.get('heading', '')))}</h2>")
         if sec.get("text"):
@@ -92,6 +91,13 @@ def render_html_report(*, title: str, sections: Sequence[Mapping]) -> str:
             body.append(_table(str(caption), list(rows)))
         for caption, png in sec.get("figures", ()):
             body.append(_figure(str(caption), png))
+    return "\n".join(body)
+
+
+def render_html_report(*, title: str, sections: Sequence[Mapping]) -> str:
+    """The report as one HTML string (see `write_html_report`)."""
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f'<p class="disclaimer">{html.escape(DISCLAIMER)}</p>', render_sections(sections)]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")

@@ -4,6 +4,7 @@
 - `dvh`: DVH overlays; `case`: orthogonal slices of a case with contours and dose;
 - `evaluation`: the study's dot plots and dose-difference slices; `bars`: grouped bars;
 - `prediction`: a predicted dose against its reference (training figures).
+- `review`: the blinded review's plan pairs and Fig. 3-style statistics (`atp.review`).
 """
 
 from atp.viz.bars import bar_chart
