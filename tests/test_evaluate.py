@@ -43,6 +43,12 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "clinical acceptability" in html
     assert (out / "figures" / "atp_vs_comparator.png").is_file()
+    from atp.evaluation.plan_store import load_case_plans
+
+    (plans,) = sorted((out / "plans").glob("*.npz"))  # for the blinded review
+    stored = load_case_plans(plans)
+    assert set(stored.doses_gy) == {"ATP", "clinical", "prediction"}
+    assert stored.comparator == "clinical" and stored.meta["institution"] == "A"
     assert "MU is compared only where it is known" in html
     logged = next((out / "csv").rglob("metrics.csv")).read_text()  # logger=csv got them
     assert "eval/tuning_score" in logged and "eval/mean_end_to_end_s" in logged

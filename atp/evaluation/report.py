@@ -27,6 +27,7 @@ from atp.evaluation.compare import (
 )
 from atp.evaluation.criteria import criteria_summary
 from atp.evaluation.html import write_html_report
+from atp.evaluation.plan_store import PLANS_DIR, save_case_plans
 from atp.viz import (
     bar_chart,
     dose_difference_slices,
@@ -259,7 +260,8 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
 
     Parameters
     ----------
-    out_dir : the run folder; ``tables/``, ``figures/`` and ``report.html`` go there
+    out_dir : the run folder; ``tables/``, ``figures/``, ``plans/`` (each case with its
+        doses, `atp.evaluation.plan_store`) and ``report.html`` go there
     results : the evaluated cases; when their comparators differ (a clinical evaluation
         where some cases had no dose) they are compared under one label, ``MIXED``
     site, institution : names for titles and the summary
@@ -328,13 +330,20 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
             summary[f"{r['criteria']}_atp_share"] = r["new_share"]
             summary[f"{r['criteria']}_{slug(ctx.comparator)}_share"] = r["reference_share"]
     placed["Summary"].insert(0, ("table", "run", [summary]))
+    for ev in results:  # every case with its doses, for the blinded review (review.py)
+        save_case_plans(out / PLANS_DIR / f"{ev.case.patient_id}.npz", case=ev.case,
+                        doses_gy={ATP: ev.atp.dose_gy, ctx.comparator: ev.comparator.dose_gy,
+                                  "prediction": ev.predicted_gy},
+                        comparator=ctx.comparator,
+                        meta={"site": site, "institution": institution,
+                              "comparator_engine": ev.comparator.engine})
     sections = [{"heading": heading, "text": "\n\n".join(texts.get(heading, [])),
                  "tables": [(c, rows) for kind, c, rows in entries if kind == "table"],
                  "figures": [(c, p) for kind, c, p in entries if kind == "figure"]}
                 for heading, entries in placed.items()]
     write_html_report(out / "report.html", title=f"ATP evaluation: {site} at institution "
                       f"{institution}", sections=sections)
-    for name in ("tables", "figures", "report.html"):
+    for name in ("tables", "figures", PLANS_DIR, "report.html"):
         target = final / name
         if target.is_dir():
             shutil.rmtree(target)
