@@ -4,13 +4,19 @@ Usage::
 
     python -m atp.bench.tuning [--site lung] [--institution C] [--trials 2] [--work DIR]
 
-Builds (once, under ``--work``) the CPU-preset synthetic cohort of the site and a
-one-epoch CPU-preset model, then runs ``evaluate.py -m evaluation=tune_tolerances`` with
-``--trials`` Optuna trials twice: with ``cache=false`` (every trial computes the
-influence matrices and re-plans the comparator, as atp did before the caches) and with
-``cache=true`` and an empty cache (the first trial fills it, later ones reuse it). It
-prints each search's wall time, the per-trial job times and the ratio. The model's
-quality does not matter here, only the time. A command, not a test.
+Builds (once, under ``--work``, not timed) the CPU-preset synthetic cohort of the site at
+the institution and a one-epoch CPU-preset model, then runs ``evaluate.py -m
+evaluation=tune_tolerances`` with ``--trials`` Optuna trials three times, each from an
+empty cache:
+
+- ``before``: ``cache=false comparator=replan``, what atp did before the caches: every
+  trial computes the influence matrices and re-plans the comparator;
+- ``replan``: ``cache=true comparator=replan``: the first trial fills the cache, later
+  trials load the matrices and rebuild the re-plan from its cached fluence;
+- ``clinical``: ``cache=true``, the default comparator (the case's own dose: no re-plan).
+
+It prints each search's wall time, the per-trial job times and the ratios to ``before``.
+The model's quality does not matter here, only the time. A command, not a test.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _trial_times(sweep: Path) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", default="lung")
-    parser.add_argument("--institution", default="C")
+    parser.add_argument("--institution", default="A")
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "outputs" / "bench_tuning")
     args = parser.parse_args(argv)
@@ -53,27 +59,31 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = work / "train" / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         print("building the cohort and a one-epoch model (not timed) ...", flush=True)
-        _run("train.py", [*common, "experiment=cpu_quick", "trainer.max_epochs=1",
+        _run("train.py", [*common, f"institution={args.institution}",
+                          "experiment=cpu_quick", "trainer.max_epochs=1",
                           "data.iterations_per_epoch=2", "logger=csv",
                           "callbacks.goal_guided_planning.every_n_epochs=100",
                           "test_after_fit=false", f"hydra.run.dir={work / 'train'}"])
+    variants = {"before": ["cache=false", "comparator=replan"],
+                "replan": ["cache=true", "comparator=replan"],
+                "clinical": ["cache=true"]}
     searches = {}
-    for cache in (False, True):
-        sweep = work / f"search_cache_{str(cache).lower()}"
+    for name, extra in variants.items():
+        sweep = work / f"search_{name}"
         shutil.rmtree(sweep, ignore_errors=True)
         cache_dir = work / "cache_empty"
         shutil.rmtree(cache_dir, ignore_errors=True)
         wall = _run("evaluate.py", [
             "-m", *common, f"institution={args.institution}", f"ckpt_path={ckpt}",
             "evaluation=[cpu_quick,tune_tolerances]", f"hydra.sweeper.n_trials={args.trials}",
-            f"cache={str(cache).lower()}", f"paths.cache_dir={cache_dir}",
-            f"hydra.sweep.dir={sweep}"])
+            *extra, f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"])
         trials = _trial_times(sweep)
-        searches[cache] = wall
-        print(f"cache={str(cache).lower():5s}: {args.trials}-trial search {wall:6.1f} s; "
-              f"trials {', '.join(f'{t:.1f}' for t in trials)} s", flush=True)
-    print(f"without / with the caches: {searches[False] / searches[True]:.2f}x "
-          f"({args.site} at {args.institution})")
+        searches[name] = wall
+        ratio = searches["before"] / wall
+        print(f"{name:8s} ({' '.join(extra)}): {args.trials}-trial search {wall:6.1f} s; "
+              f"trials {', '.join(f'{t:.1f}' for t in trials)} s; before / this "
+              f"{ratio:.2f}x", flush=True)
+    print(f"({args.site} at institution {args.institution})")
     return 0
 
 
