@@ -52,3 +52,20 @@ def test_bad_input_raises(kwargs, match):
     for fn in (bed, eqd2):
         with pytest.raises(ValueError, match=match):
             fn(60.0, **kwargs)
+
+
+def test_physical_dose_for_eqd2_inverts_eqd2():
+    from atp.dosimetry import physical_dose_for_eqd2
+
+    # 25 Gy in 25 fx at a/b 3: EQD2 = 25 (1 + 3) / 5 = 20 Gy, so 20 Gy EQD2 -> 25 Gy
+    assert physical_dose_for_eqd2(20.0, n_fractions=25, alpha_beta_gy=3.0) == \
+        pytest.approx(25.0)
+    # 2-Gy fractions are their own EQD2: 60 Gy in 30 fx
+    assert physical_dose_for_eqd2(60.0, n_fractions=30, alpha_beta_gy=3.0) == \
+        pytest.approx(60.0)
+    e = np.array([0.0, 5.0, 20.0, 45.0])
+    for n, ab in ((5, 3.0), (15, 10.0), (28, 2.0)):
+        d = physical_dose_for_eqd2(e, n_fractions=n, alpha_beta_gy=ab)
+        np.testing.assert_allclose(eqd2(d, n_fractions=n, alpha_beta_gy=ab), e, atol=1e-12)
+    with pytest.raises(ValueError, match="eqd2_gy"):
+        physical_dose_for_eqd2(-1.0, n_fractions=5, alpha_beta_gy=3.0)

@@ -52,6 +52,16 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     assert "MU is compared only where it is known" in html
     logged = next((out / "csv").rglob("metrics.csv")).read_text()  # logger=csv got them
     assert "eval/tuning_score" in logged and "eval/mean_end_to_end_s" in logged
+    # issue 17: V95 %, Bonferroni's m of the site's endpoints, p values vs the prediction
+    assert any(r["metric"] == "V95%(PTV1)" and r["endpoint"] == "True" for r in rows)
+    fam = list(csv.DictReader(open(out / "tables" / "bonferroni_m.csv")))
+    endpoint_m = {r["comparison"]: int(r["m"]) for r in fam
+                  if r["family"] == "endpoint" and r["institution"] == "A"}
+    assert set(endpoint_m) == {f"ATP vs {summary['comparator']}", "ATP vs prediction"}
+    assert 0 < endpoint_m[f"ATP vs {summary['comparator']}"] <= 10  # lung lists 10
+    pred = list(csv.DictReader(open(out / "tables" / "atp_vs_prediction.csv")))
+    assert pred and {"p", "p_bonferroni", "m_tests", "flag"} <= set(pred[0])
+    assert "Bonferroni m per family" in html
 
 
 def test_evaluate_from_a_folder_of_predictions(tiny_cohorts, tmp_path):

@@ -25,7 +25,7 @@ from atp.dosimetry.openkbp_scores import (
     dvh_score,
     openkbp_dvh_metrics,
 )
-from atp.dosimetry.radiobiology import bed, eqd2
+from atp.dosimetry.radiobiology import bed, eqd2, physical_dose_for_eqd2
 from atp.dosimetry.stats import (
     bonferroni,
     mean_difference_ci,
@@ -54,6 +54,7 @@ __all__ = [
     "openkbp_dvh_metrics",
     "paddick_ci",
     "paired_ttest",
+    "physical_dose_for_eqd2",
     "relative_difference_percent",
     "roi_volume_cc",
     "rtog_ci",

@@ -44,3 +44,35 @@ def eqd2(dose_gy, *, n_fractions: float, alpha_beta_gy: float) -> float | np.nda
     n, ab = _check_lq(n_fractions, alpha_beta_gy)
     d_total = np.asarray(dose_gy, dtype=np.float64)
     return _out(d_total * (d_total / n + ab) / (2.0 + ab), dose_gy)
+
+
+def physical_dose_for_eqd2(eqd2_gy, *, n_fractions: float,
+                           alpha_beta_gy: float) -> float | np.ndarray:
+    """The total physical dose in ``n_fractions`` whose EQD2 is ``eqd2_gy`` (inverse of `eqd2`).
+
+    Solves ``D (D / n + a/b) = EQD2 (2 + a/b)`` for ``D >= 0``. It turns an endpoint
+    threshold read as EQD2 (the "isodose converted to EQD2" of a Vx endpoint) into the
+    physical isodose of a plan with ``n_fractions`` fractions.
+
+    Parameters
+    ----------
+    eqd2_gy : float or array
+        EQD2 (Gy), >= 0.
+    n_fractions : float
+        Number of fractions of the plan.
+    alpha_beta_gy : float
+        The tissue's alpha/beta (Gy).
+
+    Returns
+    -------
+    float or ndarray
+        Physical total dose (Gy). Example: 20 Gy EQD2 in 25 fractions, alpha/beta = 3 Gy
+        -> 25 Gy (25 Gy at 1 Gy per fraction has EQD2 = 25 (1 + 3) / 5 = 20 Gy).
+    """
+    n, ab = _check_lq(n_fractions, alpha_beta_gy)
+    e = np.asarray(eqd2_gy, dtype=np.float64)
+    if np.any(e < 0.0) or not np.all(np.isfinite(e)):
+        raise ValueError(f"eqd2_gy must be finite and >= 0, got {eqd2_gy!r}")
+    c = e * (2.0 + ab)
+    # the positive root of D^2 / n + ab D - c = 0, in the form without cancellation
+    return _out(2.0 * c / (ab + np.sqrt(ab * ab + 4.0 * c / n)), eqd2_gy)

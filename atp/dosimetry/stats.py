@@ -38,17 +38,32 @@ def paired_ttest(a, b) -> float:
     return float(_st.ttest_rel(d, np.zeros_like(d)).pvalue)
 
 
-def bonferroni(p_values) -> np.ndarray:
-    """Bonferroni-adjusted p values ``min(p * m, 1)``, m = number of non-NaN p values.
+def bonferroni(p_values, *, m: int | None = None) -> np.ndarray:
+    """Bonferroni-adjusted p values ``min(p * m, 1)`` (the study's Eq. 3).
 
-    NaN entries stay NaN.
+    Parameters
+    ----------
+    p_values : sequence of float
+        Unadjusted p values in [0, 1]; NaN entries stay NaN.
+    m : int, optional
+        Size of the family of tests. Default: the number of non-NaN p values. Pass it
+        when the family is defined otherwise, e.g. the study's number of dosimetric
+        endpoints compared, some of which may have no p value.
+
+    Returns
+    -------
+    ndarray
+        The adjusted p values (float64).
     """
     p = np.asarray(p_values, dtype=np.float64)
     finite = ~np.isnan(p)
     if np.any((p[finite] < 0.0) | (p[finite] > 1.0)):
         raise ValueError("p_values must lie in [0, 1]")
-    m = int(np.count_nonzero(finite))
-    return np.minimum(p * m, 1.0)
+    if m is None:
+        m = int(np.count_nonzero(finite))
+    elif isinstance(m, bool) or int(m) != m or m < int(np.count_nonzero(finite)):
+        raise ValueError(f"m must be an integer >= the number of p values, got {m!r}")
+    return np.minimum(p * int(m), 1.0)
 
 
 def mean_difference_ci(a, b, *, confidence: float = 0.95) -> tuple[float, float, float]:

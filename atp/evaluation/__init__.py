@@ -11,9 +11,12 @@ from atp.evaluation.compare import (
     preference_proxy,
     write_table,
 )
+from atp.evaluation.families import attach_groups, bonferroni_families
 from atp.evaluation.html import write_html_report
 
 __all__ = [
+    "attach_groups",
+    "bonferroni_families",
     "compare_plans",
     "compare_to_prediction",
     "goal_pass_rates",

@@ -1,9 +1,12 @@
-"""Cohort comparisons of plan endpoints: new (ATP) vs reference (manual) plans.
+"""Cohort comparisons of plan endpoints: new (ATP) vs reference plans, plan vs prediction.
 
 Input rows are plain dicts, one per (case, plan, metric)::
 
     {"case", "site", "institution", "plan", "metric", "value", "unit",
-     "higher_is_better", "kind"}
+     "higher_is_better", "kind", "endpoint"}
+
+``endpoint`` (optional) marks the study's endpoints, the Bonferroni family; plan labels
+are parameters (``new``, ``reference``, ``plan``, ``prediction``).
 
 Relative differences follow `atp.dosimetry.stats.relative_difference_percent`:
 positive means the new plan is better (lower organ dose, higher coverage). Every
@@ -31,40 +34,66 @@ from atp.dosimetry.stats import (
 from atp.io.atomic import atomic_open
 
 ALL = "all"
+ENDPOINT, SUPPLEMENTARY = "endpoint", "supplementary"
 
-_Key = tuple[str, str, str]  # (site, institution, metric)
+_Key = tuple[str, str, str, str]  # (site, institution, group, metric)
 
 
 def _groups(site: str, institution: str, pooled: bool) -> tuple[tuple[str, str], ...]:
     return ((site, institution), (site, ALL)) if pooled else ((site, institution),)
 
 
-def _index(rows: Iterable[Mapping], *, pooled: bool) -> tuple[dict, dict]:
-    """values[(site, inst, metric)][plan][(institution, case)] = value; meta per key."""
+def _group_value(r: Mapping, group_by: str | None) -> str | None:
+    """The row's value of the grouping column; None leaves the row out of a grouped table."""
+    if group_by is None:
+        return ""
+    v = r.get(group_by)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
+
+
+def _index(rows: Iterable[Mapping], *, pooled: bool, group_by: str | None = None
+           ) -> tuple[dict, dict]:
+    """values[(site, inst, group, metric)][plan][(institution, case)] = value; meta per key.
+
+    ``meta[key]["endpoint"]`` is True when a row of the key is one of the study's
+    endpoints, or when no row says (rows without an ``endpoint`` column: every metric).
+    """
     values: dict[_Key, dict[str, dict[tuple[str, str], float]]] = {}
     meta: dict[_Key, dict] = {}
     seen: set[tuple] = set()
+    rows = list(rows)
+    marked = any("endpoint" in r for r in rows)
     for r in rows:
         ident = (r["institution"], r["case"], r["plan"], r["metric"])
         if ident in seen:
             raise ValueError(f"duplicate endpoint row for {ident}")
         seen.add(ident)
+        group = _group_value(r, group_by)
+        if group is None:
+            continue
         for site, inst in _groups(r["site"], r["institution"], pooled):
-            key = (site, inst, r["metric"])
+            key = (site, inst, group, r["metric"])
             m = meta.setdefault(key, {"unit": r.get("unit", ""), "kind": r.get("kind", ""),
-                                      "higher_is_better": bool(r.get("higher_is_better"))})
+                                      "higher_is_better": bool(r.get("higher_is_better")),
+                                      "endpoint": not marked})
             if m["higher_is_better"] != bool(r.get("higher_is_better")):
                 raise ValueError(f"inconsistent higher_is_better for metric {r['metric']!r}")
+            m["endpoint"] = m["endpoint"] or _true(r.get("endpoint"))
             per_plan = values.setdefault(key, {}).setdefault(r["plan"], {})
             per_plan[(r["institution"], r["case"])] = float(r["value"])
     return values, meta
 
 
+def _true(v) -> bool:
+    return v is True or (isinstance(v, str) and v.strip().lower() == "true")
+
+
 def _ordered(keys: Iterable[_Key]) -> list[_Key]:
-    """Sites and institutions sorted (``"all"`` last in a site), metrics in first-seen order."""
+    """Sites and institutions sorted (``"all"`` last in a site), then groups, then metrics
+    in first-seen order."""
     keys = list(keys)
-    first = {k[2]: i for i, k in reversed(list(enumerate(keys)))}
-    return sorted(keys, key=lambda k: (k[0], k[1] == ALL, k[1], first[k[2]]))
+    first = {k[3]: i for i, k in reversed(list(enumerate(keys)))}
+    return sorted(keys, key=lambda k: (k[0], k[1] == ALL, k[1], k[2], first[k[3]]))
 
 
 def _paired_arrays(per_plan: Mapping, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
@@ -85,22 +114,71 @@ def _mean_ci(x: np.ndarray, *, confidence: float = 0.95) -> tuple[float, float, 
     return mean_difference_ci(x, np.zeros_like(x), confidence=confidence)
 
 
+def _head(key: _Key, group_by: str | None) -> dict:
+    site, inst, group, metric = key
+    out = {"site": site, "institution": inst}
+    if group_by is not None:
+        out[group_by] = group
+    out["metric"] = metric
+    return out
+
+
+def _correct(out: list[dict], *, alpha: float, labels: tuple[str, str, str],
+             group_by: str | None) -> None:
+    """Bonferroni within each (site, institution, group, family); flags from the result.
+
+    ``m_tests`` = the number of the family's metrics compared (at least one pair) in that
+    group: for the ``endpoint`` family the study's m, the number of its dosimetric
+    endpoints compared; for the ``supplementary`` family the other metrics, corrected
+    among themselves. A metric without a p value (under 2 pairs, zero variance) still
+    counts: it was compared.
+    """
+    positive, negative, _ = labels
+    families: dict[tuple, list[dict]] = {}
+    for row in out:
+        key = (row["site"], row["institution"], row.get(group_by) if group_by else "",
+               row["family"])
+        families.setdefault(key, []).append(row)
+    for members in families.values():
+        p = np.array([r["p"] for r in members], dtype=np.float64)
+        m = len(members)
+        adjusted = bonferroni(p, m=m)
+        for r, p_adj in zip(members, adjusted, strict=True):
+            r["p_bonferroni"] = float(p_adj)
+            r["m_tests"] = m
+            significant = bool(p_adj < alpha) and not math.isnan(r["mean_rel_diff_pct"])
+            if significant and r["mean_rel_diff_pct"] > 0:
+                r["flag"] = positive
+            elif significant and r["mean_rel_diff_pct"] < 0:
+                r["flag"] = negative
+            else:
+                r["flag"] = "n.s."
+
+
 def compare_plans(rows: Iterable[Mapping], *, new: str = "ATP", reference: str = "MNL",
-                  alpha: float = 0.05, pooled: bool = True) -> list[dict]:
+                  alpha: float = 0.05, pooled: bool = True,
+                  group_by: str | None = None) -> list[dict]:
     """Paired new-vs-reference statistics per (site, institution, metric).
 
     Per metric: ``n`` paired cases, the plan means, the mean relative difference (%,
-    positive = new better) with its 95 % t interval, the two-tailed paired t-test
-    ``p`` of new vs reference, ``p_bonferroni`` = min(p * m, 1) where ``m_tests`` is
-    the number of metrics with a defined p value in the same (site, institution)
-    group, and ``flag``: ``"better"``/``"worse"`` when ``p_bonferroni < alpha`` (sign
-    of the mean relative difference), else ``"n.s."``. Fewer than 2 pairs or
-    zero-variance differences give ``p`` NaN and ``"n.s."``.
+    positive = new better, also for V95 % and CI where higher is better: the study's
+    sign rule) with its 95 % t interval, the two-tailed paired t-test ``p`` of new vs
+    reference, and Bonferroni's ``p_bonferroni`` = min(p * m, 1) within the metric's
+    ``family``: ``endpoint`` (the site's listed endpoints, rows with ``endpoint=True``;
+    every metric when no row has that column) or ``supplementary`` (the other metrics,
+    corrected among themselves). ``m_tests`` is that family's number of metrics compared
+    in the same (site, institution[, group]). ``flag``: ``"better"``/``"worse"``
+    when ``p_bonferroni < alpha`` (sign of the mean relative difference), else
+    ``"n.s."``. Fewer than 2 pairs or zero-variance differences give ``p`` NaN and
+    ``"n.s."``.
+
+    ``group_by`` names a column of ``rows`` (e.g. the preferred plan of a blinded
+    review, see `attach_groups`) that splits every (site, institution) into groups,
+    each with its own statistics and m; rows without a value are left out.
     """
-    values, meta = _index(rows, pooled=pooled)
+    values, meta = _index(rows, pooled=pooled, group_by=group_by)
     out: list[dict] = []
     for key in _ordered(values):
-        site, inst, metric = key
         v_new, v_ref = _paired_arrays(values[key], new, reference)
         if v_new.size == 0:
             continue
@@ -109,43 +187,33 @@ def compare_plans(rows: Iterable[Mapping], *, new: str = "ATP", reference: str =
                          dtype=np.float64)
         mean_rel, lo, hi = _mean_ci(rel)
         out.append({
-            "site": site, "institution": inst, "metric": metric,
+            **_head(key, group_by),
             "unit": meta[key]["unit"], "kind": meta[key]["kind"], "higher_is_better": hib,
+            "family": ENDPOINT if meta[key]["endpoint"] else SUPPLEMENTARY,
             "new": new, "reference": reference, "n": int(v_new.size),
             "mean_new": _mean(v_new), "mean_reference": _mean(v_ref),
             "mean_rel_diff_pct": mean_rel, "ci_lo_pct": lo, "ci_hi_pct": hi,
             "p": paired_ttest(v_new, v_ref),
         })
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in out:
-        groups.setdefault((row["site"], row["institution"]), []).append(row)
-    for members in groups.values():
-        p = np.array([r["p"] for r in members], dtype=np.float64)
-        adjusted = bonferroni(p)
-        m = int(np.count_nonzero(~np.isnan(p)))
-        for r, p_adj in zip(members, adjusted, strict=True):
-            r["p_bonferroni"] = float(p_adj)
-            r["m_tests"] = m
-            significant = bool(p_adj < alpha) and not math.isnan(r["mean_rel_diff_pct"])
-            if significant and r["mean_rel_diff_pct"] > 0:
-                r["flag"] = "better"
-            elif significant and r["mean_rel_diff_pct"] < 0:
-                r["flag"] = "worse"
-            else:
-                r["flag"] = "n.s."
+    _correct(out, alpha=alpha, labels=("better", "worse", "n.s."), group_by=group_by)
     return out
 
 
 def compare_to_prediction(rows: Iterable[Mapping], *, plan: str = "ATP",
-                          prediction: str = "prediction", pooled: bool = True) -> list[dict]:
-    """Plan organ doses against the predicted dose, per (site, institution, metric).
+                          prediction: str = "prediction", alpha: float = 0.05,
+                          pooled: bool = True, group_by: str | None = None) -> list[dict]:
+    """Plan organ doses against the predicted dose, per (site, institution, metric) (Fig. 5).
 
     Per case ``(D_plan - D_pred) / D_pred * 100`` (positive = plan dose above the
     prediction); cases with ``D_pred == 0`` are skipped. Only ``kind == "organ"`` rows.
-    Returns ``n``, the means and the mean relative difference with its 95 % t interval.
+    Returns ``n``, the means, the mean relative difference with its 95 % t interval, the
+    two-tailed paired t-test ``p`` of plan vs prediction over the same cases, and
+    ``p_bonferroni``, ``m_tests``, ``family`` as in `compare_plans` (the endpoint family
+    is the site's listed organ endpoints). ``flag``: ``"higher"``/``"lower"`` than the
+    prediction when ``p_bonferroni < alpha``, else ``"n.s."``.
     """
     organ = [r for r in rows if r.get("kind") == "organ" and r["plan"] in (plan, prediction)]
-    values, meta = _index(organ, pooled=pooled)
+    values, meta = _index(organ, pooled=pooled, group_by=group_by)
     out: list[dict] = []
     for key in _ordered(values):
         d_plan, d_pred = _paired_arrays(values[key], plan, prediction)
@@ -156,11 +224,14 @@ def compare_to_prediction(rows: Iterable[Mapping], *, plan: str = "ATP",
         rel = (d_plan - d_pred) / d_pred * 100.0
         mean_rel, lo, hi = _mean_ci(rel)
         out.append({
-            "site": key[0], "institution": key[1], "metric": key[2],
-            "unit": meta[key]["unit"], "plan": plan, "n": int(d_plan.size),
+            **_head(key, group_by), "unit": meta[key]["unit"], "kind": meta[key]["kind"],
+            "family": ENDPOINT if meta[key]["endpoint"] else SUPPLEMENTARY,
+            "plan": plan, "prediction": prediction, "n": int(d_plan.size),
             "mean_plan": _mean(d_plan), "mean_prediction": _mean(d_pred),
             "mean_rel_diff_pct": mean_rel, "ci_lo_pct": lo, "ci_hi_pct": hi,
+            "p": paired_ttest(d_plan, d_pred),
         })
+    _correct(out, alpha=alpha, labels=("higher", "lower", "n.s."), group_by=group_by)
     return out
 
 

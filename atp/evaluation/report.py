@@ -26,6 +26,7 @@ from atp.evaluation.compare import (
     write_table,
 )
 from atp.evaluation.criteria import criteria_summary
+from atp.evaluation.families import bonferroni_families
 from atp.evaluation.html import write_html_report
 from atp.evaluation.plan_store import PLANS_DIR, save_case_plans
 from atp.viz import (
@@ -231,6 +232,12 @@ ITEMS: list[ReportItem] = [
     ReportItem("voxel_vs_prediction", "ATP vs prediction",
                "voxel-wise |D_ATP - D_pred| / D_Rx", lambda ctx: [ev.voxel for ev in
                                                                   ctx.results]),
+    # issue 17: Bonferroni's m per site and institution (the site's endpoints compared)
+    ReportItem("bonferroni_m", "Summary", "Bonferroni m per family (the site's endpoints "
+               "compared, conf/site/<site>.yaml endpoints)",
+               lambda ctx: bonferroni_families(
+                   (f"ATP vs {ctx.comparator}", ctx.tables["atp_vs_comparator"]),
+                   ("ATP vs prediction", ctx.tables["atp_vs_prediction"]))),
     ReportItem("dvh", "Cases", "{case}: DVH", _dvh, kind="figure", per_case=True),
     ReportItem("dose_difference", "Cases", "{case}: ATP, {comparator} and their difference",
                _dose_difference, kind="figure", per_case=True),

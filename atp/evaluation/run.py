@@ -33,7 +33,11 @@ from atp.evaluation.comparator import (
     protocol_replan,
 )
 from atp.evaluation.criteria import CriteriaSet, judge
-from atp.evaluation.endpoints import plan_endpoints, voxel_difference_to_prediction
+from atp.evaluation.endpoints import (
+    endpoint_spec,
+    plan_endpoints,
+    voxel_difference_to_prediction,
+)
 from atp.planning import PlanResult, PlanSettings, goal_report, plan, resolve_goals
 from atp.planning.setup import beam_config_for, goal_list_for, tolerances_for
 
@@ -131,11 +135,12 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     # judged on (the ATP plan's own goals hold predicted values)
     protocol, _ = resolve_goals(case, goals)
     kw = {"site": site, "institution": inst}
+    ep = {**kw, "endpoints": endpoint_spec(site_cfg, institution)}  # the study's endpoints
     ev.rows += plan_endpoints(case, atp.dose_gy, plan=ATP, resolved=protocol,
-                              mu=total_mu(influence, atp.fluence), **kw)
+                              mu=total_mu(influence, atp.fluence), **ep)
     ev.rows += plan_endpoints(case, comp.dose_gy, plan=comp.label, resolved=protocol,
-                              mu=comp.mu, **kw)
-    ev.rows += plan_endpoints(case, predicted, plan=PREDICTION, resolved=protocol, **kw)
+                              mu=comp.mu, **ep)
+    ev.rows += plan_endpoints(case, predicted, plan=PREDICTION, resolved=protocol, **ep)
     own = engine_label(influence)
     ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own},
                 {"case": case.patient_id, "plan": comp.label, "engine": comp.engine,
@@ -148,7 +153,7 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
         t = time.perf_counter()
         mimic = engine_gap(case, influence, comp.dose_gy)
         timing["engine_gap_s"] = time.perf_counter() - t
-        ev.rows += plan_endpoints(case, mimic, plan=MIMIC, resolved=protocol, **kw)
+        ev.rows += plan_endpoints(case, mimic, plan=MIMIC, resolved=protocol, **ep)
         ev.doses.append({"case": case.patient_id, "plan": MIMIC, "engine": own})
         gap = voxel_difference_to_prediction(case, mimic, comp.dose_gy, **kw)
         ev.engine_gap = {"case": case.patient_id, "site": site, "institution": inst,

@@ -15,9 +15,10 @@ from atp.viz.evaluation import (
     dose_difference_slices,
     dot_plot_relative_differences,
     dot_plot_vs_prediction,
+    study_endpoint_rows,
 )
 from atp.viz.prediction import prediction_figure
 
 __all__ = ["bar_chart", "dose_difference_slices", "dot_plot_relative_differences",
            "dot_plot_vs_prediction", "plot_case", "plot_dvh_overlay",
-           "prediction_figure", "pyplot", "save_figure"]
+           "prediction_figure", "pyplot", "save_figure", "study_endpoint_rows"]

@@ -13,7 +13,10 @@ import numpy as np
 
 from atp.viz.core import pyplot
 
-FLAG_COLOURS = {"better": "tab:green", "worse": "tab:red", "n.s.": "tab:grey"}
+# the study's colours (Fig. 4, 5): blue = ATP better / above the prediction, red = worse /
+# below it, black = not significant after Bonferroni's correction
+FLAG_COLOURS = {"better": "tab:blue", "worse": "tab:red", "n.s.": "black"}
+PREDICTION_FLAG_COLOURS = {"higher": "tab:blue", "lower": "tab:red", "n.s.": "black"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CONTOUR_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple",
                    "tab:cyan", "tab:olive", "tab:pink", "tab:brown", "gold")
@@ -26,8 +29,23 @@ def _num(v) -> float:
         return math.nan
 
 
-def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of):
-    """Shared layout: one row per metric, one offset and marker per institution."""
+def study_endpoint_rows(rows: Sequence[Mapping]) -> list[Mapping]:
+    """The rows of the study's endpoint family (all rows when none carries ``family``)."""
+    rows = list(rows)
+    if not any("family" in r for r in rows):
+        return rows
+    return [r for r in rows if r.get("family") == "endpoint"]
+
+
+def _series(r: Mapping, group_by: str | None) -> str:
+    inst = f"institution {r['institution']}"
+    return f"{inst}, {group_by} {r.get(group_by)}" if group_by else inst
+
+
+def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of,
+              group_by: str | None = None):
+    """Shared layout: one row per metric, one offset and marker per institution (and
+    group when ``group_by`` names the grouping column)."""
     plt = pyplot()
     from matplotlib.lines import Line2D
 
@@ -35,12 +53,12 @@ def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of):
     multi_site = len({r["site"] for r in rows}) > 1
     labels = list(dict.fromkeys(
         f"{r['site']}: {r['metric']}" if multi_site else str(r["metric"]) for r in rows))
-    insts = list(dict.fromkeys(str(r["institution"]) for r in rows))
+    insts = list(dict.fromkeys(_series(r, group_by) for r in rows))
     step = 0.7 / max(len(insts), 1)
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(labels), 1)))
     for r in rows:
         label = f"{r['site']}: {r['metric']}" if multi_site else str(r["metric"])
-        j = insts.index(str(r["institution"]))
+        j = insts.index(_series(r, group_by))
         y = labels.index(label) + (j - (len(insts) - 1) / 2) * step
         x, lo, hi = (_num(r.get(k)) for k in ("mean_rel_diff_pct", "ci_lo_pct", "ci_hi_pct"))
         if math.isnan(x):
@@ -55,24 +73,28 @@ def _dot_plot(rows: Sequence[Mapping], *, title: str, xlabel: str, colour_of):
     ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.set(xlabel=xlabel, title=title)
     ax.grid(axis="x", alpha=0.3)
-    handles = [Line2D([], [], ls="", marker=MARKERS[j % len(MARKERS)], color="k",
-                      label=f"institution {i}") for j, i in enumerate(insts)]
+    handles = [Line2D([], [], ls="", marker=MARKERS[j % len(MARKERS)], color="grey",
+                      label=i) for j, i in enumerate(insts)]
     return fig, ax, handles
 
 
-def dot_plot_relative_differences(summary_rows: Sequence[Mapping], *, title: str):
+def dot_plot_relative_differences(summary_rows: Sequence[Mapping], *, title: str,
+                                  group_by: str | None = None):
     """Mean relative difference (%) per metric with 95 % CI, from `compare_plans` rows.
 
-    One marker shape and vertical offset per institution, colour by flag (green =
-    better, red = worse, grey = n.s.); positive = new plan better.
+    Only the study's endpoint family is drawn when the rows carry ``family``. One marker
+    shape and vertical offset per institution (and per group of ``group_by``), colour
+    by flag (blue = better, red = worse, black = n.s., as in the study's Fig. 4);
+    positive = new plan better.
     """
     from matplotlib.lines import Line2D
 
-    rows = list(summary_rows)
-    new = str(rows[0].get("new", "ATP")) if rows else "ATP"
+    rows = study_endpoint_rows(summary_rows)
+    new = str(rows[0].get("new", "new plan")) if rows else "new plan"
     fig, ax, handles = _dot_plot(
         rows, title=title, xlabel=f"Mean relative difference (%), positive = {new} better",
-        colour_of=lambda r, j: FLAG_COLOURS.get(str(r.get("flag")), "tab:grey"))
+        colour_of=lambda r, j: FLAG_COLOURS.get(str(r.get("flag")), "black"),
+        group_by=group_by)
     handles += [Line2D([], [], ls="", marker="o", color=c, label=f) for f, c in
                 FLAG_COLOURS.items()]
     ax.legend(handles=handles, loc="best", fontsize=8)
@@ -80,17 +102,23 @@ def dot_plot_relative_differences(summary_rows: Sequence[Mapping], *, title: str
     return fig
 
 
-def dot_plot_vs_prediction(pred_rows: Sequence[Mapping], *, title: str):
+def dot_plot_vs_prediction(pred_rows: Sequence[Mapping], *, title: str,
+                           group_by: str | None = None):
     """Mean relative difference (%) of plan vs predicted organ doses, from
-    `compare_to_prediction` rows; positive = plan dose above the prediction."""
-    rows = list(pred_rows)
-    plan = str(rows[0].get("plan", "ATP")) if rows else "ATP"
+    `compare_to_prediction` rows (the study's endpoint family when the rows carry
+    ``family``); positive = plan dose above the prediction. Colour by flag as in the
+    study's Fig. 5: blue = higher, red = lower than the prediction, black = n.s."""
+    from matplotlib.lines import Line2D
+
+    rows = study_endpoint_rows(pred_rows)
+    plan = str(rows[0].get("plan", "plan")) if rows else "plan"
     fig, ax, handles = _dot_plot(
         rows, title=title,
         xlabel=f"Mean relative difference (%), positive = {plan} dose above prediction",
-        colour_of=lambda r, j: f"C{j % 10}")
-    for j, h in enumerate(handles):
-        h.set_color(f"C{j % 10}")
+        colour_of=lambda r, j: PREDICTION_FLAG_COLOURS.get(str(r.get("flag")), "black"),
+        group_by=group_by)
+    handles += [Line2D([], [], ls="", marker="o", color=c, label=f) for f, c in
+                PREDICTION_FLAG_COLOURS.items()]
     ax.legend(handles=handles, loc="best", fontsize=8)
     fig.tight_layout()
     return fig
