@@ -1,6 +1,7 @@
 """Combine a site's facts with an institution's overlay (plain mappings, no Hydra).
 
-An institution overlay may hold, per site: ``beams`` (a technique replacing the site's),
+An institution overlay may hold, per site: ``beams`` (a technique replacing the site's, or
+a mix of variants, see `atp.planning.techniques`),
 ``prescriptions``, ``tolerance`` ({roi or goal name: t}) and ``goals`` (appended).
 """
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from atp.planning.goals import GoalList
+from atp.planning.techniques import beam_config, technique_for_case, technique_variants
 
 
 def _per_site(institution: Mapping | None, key: str, site: str) -> Any:
@@ -37,13 +39,26 @@ def tolerances_for(site_cfg: Mapping, institution: Mapping | None = None,
     return {str(k): float(v) for k, v in out.items()}
 
 
-def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None) -> dict:
-    """The institution's technique for the site, else the site's default beams."""
-    cfg = _per_site(institution, "beams", site_cfg["name"]) or site_cfg.get("beams")
-    if not cfg:
-        raise ValueError(f"site '{site_cfg['name']}': no beams in the site or institution "
-                         "config")
-    return dict(cfg)
+def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None, *,
+                    technique: str | None = None, case=None) -> dict:
+    """The institution's technique for the site, else the site's default beams.
+
+    Where the institution mixes techniques (a list of variants, `atp.planning.techniques`)
+    the variant is ``technique`` by name, else the one of ``case`` (its stored technique,
+    or a stable draw from its id, `technique_for_case`), else the first variant.
+    """
+    variants = technique_variants(site_cfg, institution)
+    if technique is None and case is not None:
+        technique = technique_for_case(site_cfg, institution, patient_id=case.patient_id,
+                                       metadata=case.metadata)
+    if technique is None:
+        return beam_config(variants[0])
+    for v in variants:
+        if v["name"] == technique:
+            return beam_config(v)
+    raise ValueError(f"site '{site_cfg['name']}' at institution "
+                     f"'{(institution or {}).get('name')}': no technique {technique!r} "
+                     f"(known: {[v['name'] for v in variants]})")
 
 
 def prescription_schemes_for(site_cfg: Mapping, institution: Mapping | None = None

@@ -30,12 +30,18 @@ CT_NOISE_HU = 8.0
 VOLUME_REL_TOL = 0.02
 
 
-def _scheme(site: str, site_cfg: Mapping, rng: np.random.Generator) -> tuple[int, list, int]:
+def _scheme(site: str, site_cfg: Mapping, rng: np.random.Generator,
+            index: int | None = None) -> tuple[int, list, int]:
     src = f"site config '{site}'"
     schemes = site_cfg.get("prescriptions")
     if not schemes:
         raise CaseError(src, "prescriptions", "expected a non-empty list of schemes")
-    idx = int(rng.integers(len(schemes)))
+    idx = int(rng.integers(len(schemes)))  # drawn even when given: the anatomy stays the same
+    if index is not None:
+        if not 0 <= int(index) < len(schemes):
+            raise CaseError(src, "prescriptions", f"scheme index {index} outside "
+                            f"0..{len(schemes) - 1}")
+        idx = int(index)
     scheme = schemes[idx]
     try:
         levels = sorted((float(v) for v in scheme["levels_gy"]), reverse=True)
@@ -60,7 +66,8 @@ def _volume_range(site: str, site_cfg: Mapping) -> tuple[float, float]:
 
 
 def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: float | tuple = 6.0,
-                     patient_id: str | None = None) -> PatientCase:
+                     patient_id: str | None = None,
+                     scheme_index: int | None = None) -> PatientCase:
     """One synthetic patient of ``site``: CT (HU), body, organs, targets and prescriptions.
 
     Parameters
@@ -71,6 +78,9 @@ def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: flo
         ``target_volume_cc``) as a plain mapping.
     spacing_mm : voxel size, one number or (z, y, x).
     patient_id : defaults to ``synth_<site>_<seed>``.
+    scheme_index : the prescription scheme (index into ``prescriptions``); default drawn
+        from the seed, all schemes equally likely (the cohort passes one assigned in the
+        schemes' ``cases`` proportions).
 
     Returns
     -------
@@ -89,7 +99,7 @@ def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: flo
                         f"config is for '{site_cfg.get('name')}', asked for '{site}'")
     organs = [str(o) for o in site_cfg.get("organs", ())]
     rng = np.random.default_rng([int(seed), zlib.crc32(site.encode())])
-    idx, levels, n_fx = _scheme(site, site_cfg, rng)
+    idx, levels, n_fx = _scheme(site, site_cfg, rng, scheme_index)
     lo, hi = _volume_range(site, site_cfg)
     target_cc = log_uniform(rng, lo, hi)
 

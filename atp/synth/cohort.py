@@ -9,6 +9,11 @@ Reference ("clinical") plan: see `atp.synth.reference` (protocol plan with a tar
 mean-dose band, sparing pass, normalization of the target means to their prescriptions).
 Beamlets scale with the grid (`bixel_mm_for_grid`): the study's 5 mm beamlets on its 3 mm
 grid, 10 mm on the 6 mm CPU preset.
+
+Where the institution mixes beam techniques or prescriptions (the study's Table 1, with
+``cases`` per variant or scheme), patients get them in the table's proportions, drawn from
+``assignment_seed`` (`atp.planning.techniques.assign_variants`); each case stores its
+technique in its metadata and the manifest records the seed and the assignment.
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ from atp.dose.influence import DoseEngine
 from atp.io.atomic import atomic_write_text
 from atp.planning import PlanSettings
 from atp.planning.setup import prescription_schemes_for
+from atp.planning.techniques import (
+    METADATA_KEY,
+    assign_by_share,
+    assign_variants,
+    technique_counts,
+    technique_variants,
+)
 from atp.synth.reference import crop_targets_from_hard_constraints, reference_plan
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,29 @@ def effective_site_config(site_cfg: Mapping, institution: Mapping | None) -> dic
     if volumes:
         out["target_volume_cc"] = list(volumes)
     return out
+
+
+def institution_settings(site_cfg: Mapping, institution: Mapping | None) -> dict:
+    """The institution's facts for this site (the cohort guard compares them)."""
+    site = site_cfg["name"]
+    inst = institution or {}
+    return {key: (inst.get(key) or {}).get(site) for key in (
+        "beams", "prescriptions", "tolerance", "goals", "target_volume_cc")}
+
+
+def assignments(site_cfg: Mapping, institution: Mapping | None, *, n: int,
+                seed: int) -> tuple[list[str], list[int] | None]:
+    """Technique (variant name) and prescription scheme index of each of ``n`` patients.
+
+    Techniques in the variants' ``cases`` proportions; schemes in theirs when every scheme
+    has ``cases`` (else None: each patient's anatomy seed draws one, all equally likely).
+    """
+    names = assign_variants(technique_variants(site_cfg, institution), n, seed=[int(seed), 1])
+    schemes = prescription_schemes_for(site_cfg, institution)
+    if schemes and all("cases" in sc for sc in schemes):
+        return names, assign_by_share([float(sc["cases"]) for sc in schemes], n,
+                                      seed=[int(seed), 2])
+    return names, None
 
 
 @dataclass
@@ -115,7 +150,7 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                  settings: PlanSettings, sparing_pct: float = 10.0,
                  target_mean_band_pct: tuple[float, float] = (98.5, 101.5),
                  sparing_max_iter: int | None = None, bixel_mm: float | None = None,
-                 progress: bool = True) -> CohortResult:
+                 assignment_seed: int | None = None, progress: bool = True) -> CohortResult:
     """Generate (or complete) a cohort of ``n`` patients in ``out_dir``.
 
     Parameters
@@ -136,6 +171,9 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
         See `atp.synth.reference.reference_plan`.
     bixel_mm : float, optional
         Beamlet size; default: the engine's scaled with the grid (`bixel_mm_for_grid`).
+    assignment_seed : int, optional
+        Seed of the technique and prescription assignment (`assignments`); default
+        ``seed``. Recorded in the manifest.
     progress : bool
         Show a progress bar.
     """
@@ -152,11 +190,17 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     entries: list[dict] = []
     splits = assign_splits(site, seed, n)
     engine = engine_for_grid(engine, spacing_mm=spacing_mm, bixel_mm=bixel_mm)
-    _check_same_settings(result.manifest_path, {
-        "spacing_mm": spacing_mm, "institution": (institution or {}).get("name"),
+    inst_name = (institution or {}).get("name")
+    a_seed = int(seed if assignment_seed is None else assignment_seed)
+    techniques, schemes = assignments(site_cfg, institution, n=n, seed=a_seed)
+    guarded = {
+        "spacing_mm": spacing_mm, "institution": inst_name,
+        "institution_settings": institution_settings(site_cfg, institution),
+        "assignment_seed": a_seed,
         "sparing_pct": sparing_pct, "target_mean_band_pct": list(target_mean_band_pct),
         "sparing_max_iter": sparing_max_iter, "engine": engine.cache_token(),
-        "planner": asdict(settings)})
+        "planner": asdict(settings)}
+    _check_same_settings(result.manifest_path, guarded)
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc=f"cohort {site}", disable=not progress):
         pid = f"{site}_{seed}_{i:04d}"
@@ -171,7 +215,9 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                 result.regenerated.append(pid)
         if case is None:
             case = generate_anatomy(site, seed=patient_seed(seed, i), site_cfg=eff,
-                                    spacing_mm=spacing_mm, patient_id=pid)
+                                    spacing_mm=spacing_mm, patient_id=pid,
+                                    scheme_index=None if schemes is None else schemes[i])
+            case.metadata[METADATA_KEY] = {"institution": inst_name, "name": techniques[i]}
             # one BLAS thread: on these small dense ops extra threads only spin (measured
             # 27 s -> 8.5 s wall for 3 NPC patients on 2 shared cores)
             with threadpool_limits(limits=1, user_api="blas"):
@@ -182,16 +228,15 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                     sparing_max_iter=sparing_max_iter)
             case.dose_gy = dose
             case.metadata["reference_plan"] = summary
-            case.metadata["institution"] = (institution or {}).get("name")
+            case.metadata["institution"] = inst_name
             save_case(case, path)
             if pid not in result.regenerated:
                 result.built.append(pid)
         entries.append(_entry(case, path, splits[i]))
-    manifest = {"site": site, "seed": seed, "n": n, "spacing_mm": spacing_mm,
-                "institution": (institution or {}).get("name"), "sparing_pct": sparing_pct,
-                "target_mean_band_pct": list(target_mean_band_pct),
-                "sparing_max_iter": sparing_max_iter,
-                "engine": engine.cache_token(), "planner": asdict(settings),
+    stored = [(e.get("technique") or {}).get("name") for e in entries]
+    manifest = {"site": site, "seed": seed, "n": n, **guarded,
+                "techniques": technique_counts(technique_variants(site_cfg, institution),
+                                               stored),
                 "atp_version": atp.__version__,
                 "patients": entries}
     atomic_write_text(result.manifest_path, json.dumps(manifest, indent=1, default=str))
@@ -218,6 +263,7 @@ def _entry(case: PatientCase, path: Path, split: str) -> dict:
     return {"patient_id": case.patient_id, "file": path.name, "split": split,
             "prescriptions": [[p.target, p.dose_gy, p.n_fractions] for p in case.prescriptions],
             "laterality": case.metadata.get("laterality"),
+            "technique": case.metadata.get(METADATA_KEY),
             "volumes_cc": {n: round(float(r.mask.sum(dtype=np.float64)) * vol, 2)
                            for n, r in case.rois.items()},
             "reference_plan": case.metadata.get("reference_plan", {})}

@@ -3,7 +3,8 @@
 1. Targets are cropped away from the organs with priority-1 goals (by one voxel, at least
    3 mm), as planners crop PTVs from serial-organ PRVs.
 2. Protocol plan: the site's goal list with protocol values (no prediction), planned with
-   the institution's beams, plus one mean-dose goal pair per target level (priority 2,
+   the institution's beams (the patient's technique where the institution mixes them),
+   plus one mean-dose goal pair per target level (priority 2,
    ``target_mean_band_pct`` of the level's own prescription). Without them nothing but
    the falloff limit (set from the highest prescription) holds a lower dose level down,
    and a lower level next to a boost ends several per cent hot.
@@ -181,7 +182,7 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
     """
     from dataclasses import replace
 
-    beams = beams_from_config(beam_config_for(site_cfg, institution),
+    beams = beams_from_config(beam_config_for(site_cfg, institution, case=case),
                               isocenter_mm=default_isocenter_mm(case),
                               laterality=case.metadata.get("laterality"))
     protocol_goals = goal_list_for(site_cfg, institution)
