@@ -9,7 +9,10 @@ Only ``COMPLETED`` jobs contribute results:
   job group (the institution, or the job's varying overrides when institutions repeat,
   e.g. in a tolerance sweep), with a Fig. 4-style dot plot and an HTML report;
 - training jobs (``metrics.json``): one row of final metrics per job and a bar chart;
-- planning jobs (``goal_report.csv``): every goal of every job and goals met per job.
+- planning jobs (``goal_report.csv``): every goal of every job and goals met per job;
+- planning-time logs (``workflow.csv`` anywhere under the sweep, written by ``plan.py``
+  and ``evaluate.py``): pooled with their job, the mean time per step per case and the
+  optimization rounds per group, and a Fig. 7-style stacked bar chart.
 
 Everything lands in ``<sweep_dir>/summary/``. This module reads files only (no Hydra).
 """
@@ -25,7 +28,13 @@ from pathlib import Path
 
 import yaml
 
-from atp.evaluation.compare import compare_plans, goal_pass_rates, write_table
+from atp.evaluation.compare import (
+    compare_plans,
+    compare_to_prediction,
+    goal_pass_rates,
+    write_table,
+)
+from atp.evaluation.families import bonferroni_families
 from atp.viz import bar_chart, save_figure
 
 SUMMARY_DIR = "summary"
@@ -99,10 +108,11 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     write_table([{k: (" ".join(v) if k == "overrides" else v) for k, v in j.items()}
                  for j in jobs], out / "jobs.csv")
     done = [j for j in jobs if j["status"] == "COMPLETED"]
+    workflow = summarize_workflow_logs(root, jobs, out)
     kind = "none"
     if any((Path(j["dir"]) / "tables" / "endpoints.csv").is_file() for j in done):
         kind = "evaluation"
-        _summarize_evaluations(done, jobs, out)
+        _summarize_evaluations(done, jobs, out, workflow=workflow)
     elif any((Path(j["dir"]) / "metrics.json").is_file() for j in done):
         kind = "training"
         _summarize_training(done, out)
@@ -112,7 +122,39 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     return {"dir": out, "jobs": jobs, "kind": kind}
 
 
-def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path) -> None:
+def summarize_workflow_logs(root: Path, jobs: Sequence[dict], out: Path) -> dict | None:
+    """Pool every ``workflow.csv`` under ``root`` into ``out/workflow*.csv`` and a figure.
+
+    Rows get their job's label (the folder's first part under ``root`` when it is a job);
+    groups are (site, institution), or the job labels when those repeat. Returns a report
+    section, or None when the sweep has no log.
+    """
+    from atp.evaluation.workflow import find_workflow_logs, read_workflow, summarize_workflow
+    from atp.viz import plot_workflow
+
+    logs = find_workflow_logs(root, exclude=(SUMMARY_DIR,))
+    if not logs:
+        return None
+    label = {Path(j["dir"]).name: j.get("label", j["job"]) for j in jobs}
+    rows = []
+    for path in logs:
+        job = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else ""
+        rows += [{"job": label.get(job, job), **r} for r in read_workflow(path).rows]
+    keys = {(r["site"], r["institution"]) for r in rows}
+    per_job = {(r["job"], r["site"], r["institution"]) for r in rows}
+    by = ("job",) if len(per_job) > len(keys) else ("site", "institution")
+    summary = summarize_workflow(rows, by=by)
+    write_table(rows, out / "workflow.csv")
+    write_table(summary, out / "workflow_steps.csv")
+    save_figure(plot_workflow(summary, title="mean planning time per case and step"),
+                out / "workflow.png")
+    return {"heading": "Planning time", "figures": [(
+        "mean wall time per case and step (stacked), optimization rounds", out /
+        "workflow.png")], "tables": [("time per step per case (s) and rounds", summary)]}
+
+
+def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path, *,
+                           workflow: dict | None = None) -> None:
     from atp.evaluation.html import write_html_report
     from atp.viz.evaluation import dot_plot_relative_differences
 
@@ -132,8 +174,12 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
     plans = {str(g["plan"]) for g in goals}
     comparator = next(iter(sorted(plans - {"ATP"})), "comparator")
     summary = {"atp_vs_comparator": compare_plans(endpoints, new="ATP", reference=comparator),
+               "atp_vs_prediction": compare_to_prediction(endpoints, plan="ATP"),
                "criteria_met": goal_pass_rates(goals), "endpoints": endpoints,
                "timing": timing}
+    summary["bonferroni_m"] = bonferroni_families(
+        (f"ATP vs {comparator}", summary["atp_vs_comparator"]),
+        ("ATP vs prediction", summary["atp_vs_prediction"]))
     for name, rows in summary.items():
         write_table(rows, out / f"{name}.csv")
     groups = list(dict.fromkeys(str(r["institution"]) for r in goals))
@@ -156,6 +202,11 @@ def _summarize_evaluations(done: Sequence[dict], jobs: Sequence[dict], out: Path
             "mean relative difference with 95 % CI (positive = ATP better)",
             out / "atp_vs_comparator.png")],
          "tables": [("paired comparison", summary["atp_vs_comparator"])]},
+        {"heading": "ATP vs prediction", "tables": [
+            ("organ endpoints (p values corrected over the site's endpoints)",
+             summary["atp_vs_prediction"]),
+            ("Bonferroni m per family", summary["bonferroni_m"])]},
+        *([workflow] if workflow else []),
     ])
 
 

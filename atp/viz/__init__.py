@@ -3,8 +3,9 @@
 - `core`: the pyplot entry point and `save_figure`;
 - `dvh`: DVH overlays; `case`: orthogonal slices of a case with contours and dose;
 - `evaluation`: the study's dot plots and dose-difference slices; `bars`: grouped bars;
-- `prediction`: a predicted dose against its reference (training figures).
-- `review`: the blinded review's plan pairs and Fig. 3-style statistics (`atp.review`).
+- `prediction`: a predicted dose against its reference (training figures);
+- `review`: the blinded review's plan pairs and Fig. 3-style statistics (`atp.review`);
+- `workflow`: planning time per step (the study's Fig. 7 style).
 """
 
 from atp.viz.bars import bar_chart
@@ -18,7 +19,8 @@ from atp.viz.evaluation import (
     study_endpoint_rows,
 )
 from atp.viz.prediction import prediction_figure
+from atp.viz.workflow import plot_workflow
 
 __all__ = ["bar_chart", "dose_difference_slices", "dot_plot_relative_differences",
-           "dot_plot_vs_prediction", "plot_case", "plot_dvh_overlay",
+           "dot_plot_vs_prediction", "plot_case", "plot_dvh_overlay", "plot_workflow",
            "prediction_figure", "pyplot", "save_figure", "study_endpoint_rows"]
