@@ -1,7 +1,7 @@
 """Bonferroni families of a comparison, and grouping columns joined from a per-case table.
 
 The grouping column (e.g. the preferred plan of the blinded review) splits every table of
-`atp.evaluation.compare` (``group_by=``) and every dot plot of `atp.evaluation.figures`.
+`atp.evaluation.compare` (``group_by=``) and every dot plot of `atp.viz.evaluation`.
 """
 
 from __future__ import annotations

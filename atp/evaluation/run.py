@@ -100,7 +100,7 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     predicted = predict(case)
     timing["prediction_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    beams = beams_from_config(beam_config_for(site_cfg, institution),
+    beams = beams_from_config(beam_config_for(site_cfg, institution, case=case),
                               isocenter_mm=default_isocenter_mm(case),
                               laterality=case.metadata.get("laterality"))
     if cache_dir is None:
