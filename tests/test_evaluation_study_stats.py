@@ -17,6 +17,7 @@ from atp.evaluation import (
     bonferroni_families,
     compare_plans,
     compare_to_prediction,
+    goal_pass_rates,
 )
 from atp.evaluation.endpoints import EndpointSpec, endpoint_spec, plan_endpoints
 from atp.names import SITE_ORGANS, SITES
@@ -163,6 +164,21 @@ def test_grouping_column_splits_every_table():
     out = compare_plans(partial, new="ATP", reference="MNL", pooled=False,
                         group_by="preferred")
     assert {r["n"] for r in out} == {1}
+
+
+def test_grouping_column_splits_the_criteria_table():
+    goals = [{"case": f"c{i}", "site": "lung", "institution": "A", "plan": "ATP",
+              "p1_met": p1, "goals_met": met, "goals_total": 10}
+             for i, (p1, met) in enumerate([(True, 8), (False, 6), (True, 10)])]
+    grouped = attach_groups(goals, [{"case": "c0", "preferred": "ATP"},
+                                    {"case": "c1", "preferred": "MNL"},
+                                    {"case": "c2", "preferred": "ATP"}])
+    out = {(r["institution"], r["preferred"]): r
+           for r in goal_pass_rates(grouped, group_by="preferred")}
+    assert out[("A", "ATP")]["cases"] == 2 and out[("A", "ATP")]["p1_pass_rate"] == 1.0
+    assert out[("A", "ATP")]["criteria_pass_rate"] == pytest.approx(0.9)  # (0.8 + 1) / 2
+    assert out[("A", "MNL")]["criteria_pass_rate"] == pytest.approx(0.6)
+    assert out[("all", "MNL")]["p1_pass_rate"] == 0.0
 
 
 def test_attach_groups_refuses_conflicting_values():

@@ -235,27 +235,34 @@ def compare_to_prediction(rows: Iterable[Mapping], *, plan: str = "ATP",
     return out
 
 
-def goal_pass_rates(goal_rows: Iterable[Mapping], *, pooled: bool = True) -> list[dict]:
-    """Per (site, institution, plan): cases, P1 pass rate and criteria pass rate.
+def goal_pass_rates(goal_rows: Iterable[Mapping], *, pooled: bool = True,
+                    group_by: str | None = None) -> list[dict]:
+    """Per (site, institution, [group,] plan): cases, P1 pass rate and criteria pass rate.
 
     ``p1_pass_rate`` is the share of cases meeting every priority-1 goal;
     ``criteria_pass_rate`` the mean over cases of ``goals_met / goals_total`` (cases
     without goals are left out of that mean). Both are fractions in [0, 1].
+    ``group_by`` splits the rows by a grouping column as in `compare_plans`.
     """
-    acc: dict[tuple[str, str, str], dict[str, list]] = {}
+    acc: dict[tuple[str, str, str, str], dict[str, list]] = {}
     for r in goal_rows:
+        group = _group_value(r, group_by)
+        if group is None:
+            continue
         for site, inst in _groups(r["site"], r["institution"], pooled):
-            a = acc.setdefault((site, inst, r["plan"]), {"p1": [], "share": []})
+            a = acc.setdefault((site, inst, group, r["plan"]), {"p1": [], "share": []})
             a["p1"].append(bool(r["p1_met"]))
             total = int(r["goals_total"])
             if total > 0:
                 a["share"].append(int(r["goals_met"]) / total)
     out = []
-    for (site, inst, plan) in sorted(acc, key=lambda k: (k[0], k[1] == ALL, k[1], k[2])):
-        a = acc[(site, inst, plan)]
+    for key in sorted(acc, key=lambda k: (k[0], k[1] == ALL, k[1], k[2], k[3])):
+        site, inst, group, plan = key
+        a = acc[key]
         share = np.array(a["share"], dtype=np.float64)
         out.append({
-            "site": site, "institution": inst, "plan": plan, "cases": len(a["p1"]),
+            "site": site, "institution": inst, **({group_by: group} if group_by else {}),
+            "plan": plan, "cases": len(a["p1"]),
             "p1_pass_rate": float(np.mean(a["p1"], dtype=np.float64)),
             "criteria_pass_rate": float(share.mean(dtype=np.float64)) if share.size
             else math.nan,
