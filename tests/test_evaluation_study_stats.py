@@ -251,6 +251,9 @@ def test_v95_and_eqd2_vx_by_hand():
                                                   institution="A", endpoints=phys)
               if r["endpoint"]}
     assert marked == {"V95%(PTV1)", "V20Gy(lung_ipsi)", "Dmean(lung_ipsi)"}
+    # without a list the rows carry no mark, and every metric is in the family
+    plain = plan_endpoints(case, dose, plan="ATP", site="lung", institution="A")
+    assert not any("endpoint" in r for r in plain)
 
 
 def test_alpha_beta_per_organ_from_the_spec():

@@ -158,22 +158,26 @@ def plan_endpoints(case: PatientCase, dose_gy, *, plan: str, site: str, institut
     mu : float, optional
         Total MU (all fractions); gives a ``MU per fraction`` row.
     endpoints : EndpointSpec, optional
-        The study's endpoints; their rows get ``endpoint=True``. Without it no row is
-        marked and `compare_plans` counts every metric in Bonferroni's m.
+        The study's endpoints; their rows get ``endpoint=True``, every other row
+        ``endpoint=False``. Without it the rows have no ``endpoint`` column and
+        `compare_plans` counts every metric in Bonferroni's m.
 
     Returns
     -------
     list of dict
         One row per metric: case, site, institution, plan, metric, value, unit,
-        higher_is_better, kind, endpoint.
+        higher_is_better, kind (and endpoint, with ``endpoints``).
     """
     base = {"case": case.patient_id, "site": site, "institution": institution, "plan": plan}
     listed = {endpoints.row_name(n) for n in endpoints.metrics} if endpoints else set()
     rows: list[dict] = []
 
     def add(metric, value, unit, higher, kind):
-        rows.append({**base, "metric": metric, "value": float(value), "unit": unit,
-                     "higher_is_better": higher, "kind": kind, "endpoint": metric in listed})
+        row = {**base, "metric": metric, "value": float(value), "unit": unit,
+               "higher_is_better": higher, "kind": kind}
+        if endpoints is not None:
+            row["endpoint"] = metric in listed
+        rows.append(row)
 
     kw = {"spacing_mm": case.spacing_mm}
     body = case.body_mask
