@@ -12,6 +12,7 @@ from atp.evaluation.comparator import engine_gap
 from atp.evaluation.report import write_evaluation
 from atp.evaluation.run import evaluate_case
 from atp.planning import PlanSettings
+from atp.planning.setup import beam_config_for
 from atp.sites import load_institution_config, load_site_config
 
 
@@ -65,7 +66,7 @@ def test_case_without_dose_falls_back_to_the_replan_with_a_note(setup, tmp_path)
 
 def test_engine_gap_reproduces_a_dose_of_atps_own_engine(setup):
     case, site, inst, engine, _ = setup
-    beams = beams_from_config(dict(inst["beams"]["npc"]),
+    beams = beams_from_config(beam_config_for(site, inst),  # A's first NPC technique
                               isocenter_mm=default_isocenter_mm(case))
     influence = engine.influence(case, beams)
     rng = np.random.default_rng(2020)
