@@ -145,9 +145,17 @@ def test_technique_for_case():
     first = technique_for_case(site, c, patient_id="p1", metadata=meta)
     assert first in ("vmat_4arc", "vmat_6arc")
     assert technique_for_case(site, c, patient_id="p1", metadata=meta) == first
-    draws = Counter(technique_for_case(site, a, patient_id=f"p{i}") for i in range(3000))
+    from_c = {"technique": {"institution": "C", "name": "vmat_6arc"}}
+    draws = Counter(technique_for_case(site, a, patient_id=f"p{i}", metadata=from_c)
+                    for i in range(3000))
     assert draws["vmat_4arc"] / 3000 == pytest.approx(13 / 30, abs=0.03)
     assert draws["simrt_9f"] / 3000 == pytest.approx(2 / 30, abs=0.02)
+    # a case without a stored technique (OpenKBP, DICOM) gets the institution's default:
+    # for A's NPC the 9 equispaced fields of OpenKBP's reference plans
+    assert technique_for_case(site, a, patient_id="p1") == "dimrt_8f"
+    npc = load_site_config("npc")
+    assert {technique_for_case(npc, a, patient_id=f"pt_{i}", metadata={"source": "openkbp"})
+            for i in range(200, 210)} == {"dimrt_9f"}
     # no patient: the first variant; an unknown name is refused with the known ones
     assert beam_config_for(site, a)["name"] == "dimrt_8f"
     with pytest.raises(ValueError, match="known: .*vmat_4arc"):

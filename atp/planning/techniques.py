@@ -15,7 +15,8 @@ The first variant is the institution's default when no patient is named (list th
 table's most common technique first). A synthetic cohort assigns the variants to its
 patients in the table's proportions (`assign_variants`, from a recorded seed) and stores
 the choice in the case metadata (``technique``: institution and name); `technique_for_case`
-reads it back, so that evaluation and ``plan.py`` plan the patient with the same beams.
+reads it back, so that evaluation and ``plan.py`` plan the patient with the same beams; a
+case without one gets the first variant.
 """
 
 from __future__ import annotations
@@ -146,20 +147,23 @@ def technique_for_case(site_cfg: Mapping, institution: Mapping | None, *,
                        patient_id: str, metadata: Mapping | None = None) -> str:
     """The variant name to plan a patient with at ``institution``.
 
-    The technique stored with the case (metadata ``technique``, written by the cohort)
-    when it is one of this institution's; else, for a mix, a variant drawn in the
-    variants' proportions from a hash of (institution, site, patient id), so that a
-    patient of another institution (``patients_from``) always gets the same one.
+    - the technique stored with the case (metadata ``technique``, written by the cohort)
+      when it is one of this institution's;
+    - a technique stored by another institution (a cohort patient re-planned elsewhere,
+      ``patients_from``): a variant drawn in this institution's proportions from a hash of
+      (institution, site, patient id), so the patient always gets the same one;
+    - no stored technique (OpenKBP, DICOM, a case of your own): the first variant, the
+      institution's default (A's NPC default is the 9 equispaced fields of OpenKBP's
+      reference plans).
     """
     variants = technique_variants(site_cfg, institution)
     names = [v["name"] for v in variants]
     stored: Any = (metadata or {}).get(METADATA_KEY)
     inst = (institution or {}).get("name")
-    if isinstance(stored, Mapping) and stored.get("institution") == inst \
-            and stored.get("name") in names:
-        return str(stored["name"])
-    if len(variants) == 1:
+    if not isinstance(stored, Mapping) or len(variants) == 1:
         return names[0]
+    if stored.get("institution") == inst and stored.get("name") in names:
+        return str(stored["name"])
     u = _share_of_id(f"{inst}:{site_cfg['name']}:{patient_id}")
     cum = np.cumsum([float(v["cases"]) for v in variants], dtype=np.float64)
     return names[int(np.searchsorted(cum / cum[-1], u, side="right"))]
