@@ -85,7 +85,8 @@ def predictor(cfg: DictConfig, data):
 def evaluate(cfg: DictConfig) -> dict:
     from atp.evaluation.criteria import criteria_sets
     from atp.evaluation.report import write_evaluation
-    from atp.evaluation.run import evaluate_case
+    from atp.evaluation.run import evaluate_case, record_workflow
+    from atp.evaluation.workflow import WorkflowLog
     from atp.io.loading import load_any_case
     from atp.loggers import close_loggers, instantiate_group, log_evaluation
 
@@ -108,6 +109,7 @@ def evaluate(cfg: DictConfig) -> dict:
         ev = evaluate_case(case, predict, site_cfg=site, institution=inst, engine=engine,
                            settings=settings, tolerances=tol, comparator=cfg.comparator,
                            criteria=criteria, engine_gap_fit=cfg.engine_gap,
+                           beams_from=cfg.beams,
                            cache_dir=cfg.paths.cache_dir if cfg.cache else None)
         comp = ev.comparator
         log.info("%d/%d %s: ATP %s | %s %s | %.1f s", i + 1, len(files), case.patient_id,
@@ -116,6 +118,10 @@ def evaluate(cfg: DictConfig) -> dict:
         results.append(ev)
     summary = write_evaluation(out, results, site=site["name"], institution=inst["name"],
                                n_figures=cfg.dvh_figures)
+    workflow = WorkflowLog(site=site["name"], institution=inst["name"], plan="ATP")
+    for ev in results:
+        record_workflow(workflow, ev)
+    workflow.write(out)  # the time of each planning step (Fig. 7; atp.sweep_summary)
     loggers = instantiate_group(cfg.get("logger"))
     try:
         log_evaluation(loggers, summary, sorted((out / "figures").glob("*.png")))

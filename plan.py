@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
@@ -29,38 +30,21 @@ def main(cfg: DictConfig) -> dict | None:
     return run_job(plan_case, cfg)
 
 
-def previous_fluence(path: str, *, n_beamlets: int):
-    """The fluence of a previous plan (its ``plan.npz`` or run folder), checked."""
-    from pathlib import Path
-
-    import numpy as np
-
-    p = Path(path)
-    p = p / "plan.npz" if p.is_dir() else p
-    if not p.is_file():
-        raise FileNotFoundError(f"warm_start={path}: no plan.npz there")
-    with np.load(p) as z:
-        if "fluence" not in z:
-            raise ValueError(f"warm_start={p}: no 'fluence' array (not a plan.py output)")
-        fluence = z["fluence"]
-    if fluence.shape != (n_beamlets,):
-        raise ValueError(f"warm_start={p}: {fluence.shape[0]} beamlets, these beams have "
-                         f"{n_beamlets} (same case, beams and engine settings needed)")
-    return fluence
-
-
 def plan_case(cfg: DictConfig) -> dict:
     """Plan ``cfg.case``; the run folder gets the plan, its goal report and a DVH."""
-    from atp.dose import beams_from_config, cached_influence, default_isocenter_mm, total_mu
+    from atp.dose import cached_influence, total_mu
+    from atp.evaluation.workflow import WorkflowLog, read_workflow
     from atp.io.loading import load_any_case, load_dose
     from atp.planning import plan
-    from atp.planning.outputs import save_plan
-    from atp.planning.setup import beam_config_for, goal_list_for, tolerances_for
+    from atp.planning.outputs import previous_fluence, save_plan
+    from atp.planning.setup import case_beams, goal_list_for, tolerances_for
 
     site = OmegaConf.to_container(cfg.site, resolve=True)
     inst = OmegaConf.to_container(cfg.institution, resolve=True)
     out_dir = cfg.paths.output_dir
     case = load_any_case(cfg.case, site=site["name"])
+    workflow = WorkflowLog(site=site["name"], institution=inst["name"], plan="ATP")
+    t0 = time.perf_counter()
     if cfg.prediction is not None:
         predicted = load_dose(cfg.prediction, shape=case.shape)
     elif case.dose_gy is not None:
@@ -68,10 +52,10 @@ def plan_case(cfg: DictConfig) -> dict:
         predicted = case.dose_gy
     else:
         raise SystemExit(f"{cfg.case}: no prediction given and the case has no dose")
+    workflow.record(case.patient_id, "prediction", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    beams = beams_from_config(beam_config_for(site, inst), laterality=case.metadata.get(
-        "laterality"), isocenter_mm=default_isocenter_mm(case))
+    beams, beam_origin = case_beams(case, site, inst, source=cfg.beams)
     engine = instantiate(cfg.engine)
     if cfg.cache_influence:
         influence = cached_influence(engine, case, beams, cache_dir=cfg.paths.cache_dir)
@@ -85,16 +69,25 @@ def plan_case(cfg: DictConfig) -> dict:
     if cfg.warm_start is not None:  # the refinement loop: re-optimize from a previous plan
         warm = previous_fluence(cfg.warm_start, n_beamlets=influence.n_beamlets)
         log.info("warm start from %s", cfg.warm_start)
+        previous = Path(cfg.warm_start) if Path(cfg.warm_start).is_dir() else \
+            Path(cfg.warm_start).parent
+        if (previous / "workflow.csv").is_file():  # the refinement series goes on
+            workflow.extend(read_workflow(previous).rows)
     result = plan(case, influence, goal_list_for(site, inst), predicted_dose_gy=predicted,
                   tolerances=tolerances, settings=settings, warm_start=warm)
+    workflow.record(case.patient_id, "beams_and_matrix", t_influence)
+    workflow.record(case.patient_id, "optimization", result.wall_s,
+                    start="cold" if warm is None else "warm")
     mu = total_mu(influence, result.fluence)
     summary = {"site": site["name"], "institution": inst["name"], "n_beams": len(beams),
+               "beams_from": beam_origin,
                "n_beamlets": influence.n_beamlets, "total_mu_all_fractions": mu,
                "mu_per_fraction": mu / (case.n_fractions or 1),
                "influence_s": t_influence, "optimization_s": result.wall_s,
                "tolerances": tolerances, "mode": settings.mode,
                "warm_start": cfg.warm_start, "evaluations": result.n_evaluations}
     paths = save_plan(out_dir, case, result, predicted_dose_gy=predicted, summary=summary)
+    workflow.write(out_dir)
     for o in result.report:
         log.info("%-45s %-12s requested %8.2f achieved %8.2f %s %s", o.label, o.source,
                  o.requested, o.achieved, o.unit, "met" if o.met else "NOT MET")

@@ -177,3 +177,25 @@ def test_flipped_orientations_give_the_same_arrays(orientation, native, tmp_path
     assert _dose_error(case) <= 0.005
     geo = case.metadata["dicom"]["ct_geometry"]
     assert geo["patient_position"] == orientation and geo["orientation"][0] == -1
+
+
+def test_case_beams_prefers_the_patients_own_rtplan(working):
+    """``beams=patient``: the imported plan's beams (the study kept each patient's beam
+    configuration); ``template`` or a case without an RTPLAN: the institution's."""
+    from atp.planning.setup import case_beams
+    from atp.sites import load_institution_config, load_site_config
+
+    site, inst = load_site_config("npc"), load_institution_config("A")
+    beams, origin = case_beams(working, site, inst)
+    assert origin == "patient RTPLAN" and [b.gantry_deg for b in beams] == IMRT_GANTRY
+    assert beams[0].isocenter_mm == (ISO_XYZ[2], ISO_XYZ[1], ISO_XYZ[0])
+    beams, origin = case_beams(working, site, inst, source="template")
+    assert origin == "institution template"
+    assert [b.gantry_deg for b in beams] == [0, 40, 80, 120, 160, 200, 240, 280, 320]
+    import dataclasses
+
+    no_plan = dataclasses.replace(working, metadata={k: v for k, v in working.metadata.items()
+                                                     if k != "beams"})
+    assert case_beams(no_plan, site, inst)[1] == "institution template"
+    with pytest.raises(ValueError, match="beams='rtplan'"):
+        case_beams(working, site, inst, source="rtplan")

@@ -43,6 +43,10 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "clinical acceptability" in html
     assert (out / "figures" / "atp_vs_comparator.png").is_file()
+    from atp.evaluation.workflow import read_workflow
+
+    steps = [(r["step"], r["start"]) for r in read_workflow(out).rows]  # Fig. 7 log
+    assert steps == [("prediction", ""), ("beams_and_matrix", ""), ("optimization", "cold")]
     from atp.evaluation.plan_store import load_case_plans
 
     (plans,) = sorted((out / "plans").glob("*.npz"))  # for the blinded review

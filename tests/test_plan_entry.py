@@ -72,6 +72,13 @@ def test_plan_py_warm_starts_from_a_previous_run_folder(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((second / "goal_report.json").read_text())
     assert report["warm_start"] == str(first) and report["evaluations"] > 0
+    # the planning-time log continues the series: round 1 cold, round 2 warm (Fig. 7)
+    from atp.evaluation.workflow import read_workflow
+
+    rounds = [r for r in read_workflow(second).rows if r["step"] == "optimization"]
+    assert [(r["round"], r["start"]) for r in rounds] == [(1, "cold"), (2, "warm")]
+    assert {r["step"] for r in read_workflow(first).rows} == {
+        "prediction", "beams_and_matrix", "optimization"}
     assert json.loads((second / "job_status.json").read_text())["status"] == "COMPLETED"
     # a plan of other beams (institution B: VMAT) cannot seed this one: the file is named
     res = subprocess.run([*base, f"hydra.run.dir={tmp_path / 'third'}", "institution=B",

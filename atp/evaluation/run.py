@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from atp.cases import PatientCase
-from atp.dose import beams_from_config, cached_influence, default_isocenter_mm, total_mu
+from atp.dose import cached_influence, total_mu
 from atp.dose.cache import influence_cache_key
 from atp.dose.influence import DoseEngine
 from atp.dosimetry import dose_score, openkbp_dvh_metrics
@@ -39,7 +39,7 @@ from atp.evaluation.endpoints import (
     voxel_difference_to_prediction,
 )
 from atp.planning import PlanResult, PlanSettings, goal_report, plan, resolve_goals
-from atp.planning.setup import beam_config_for, goal_list_for, tolerances_for
+from atp.planning.setup import case_beams, goal_list_for, tolerances_for
 
 log = logging.getLogger(__name__)
 ATP = "ATP"
@@ -70,8 +70,8 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                   site_cfg: Mapping, institution: Mapping, engine: DoseEngine,
                   settings: PlanSettings, tolerances: Mapping[str, float] | None = None,
                   cache_dir: str | Path | None = None, comparator: str = CLINICAL,
-                  criteria: Sequence[CriteriaSet] = (), engine_gap_fit: bool | None = None
-                  ) -> CaseEvaluation:
+                  criteria: Sequence[CriteriaSet] = (), engine_gap_fit: bool | None = None,
+                  beams_from: str = "patient") -> CaseEvaluation:
     """Predict, build the beams and matrix, plan ATP and the comparator, score all doses.
 
     Parameters
@@ -87,6 +87,8 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     comparator : ``clinical`` (the case's own dose; a case without one falls back to the
         re-plan, with a note) or ``replan`` (the protocol re-plan)
     criteria : criteria sets every dose is judged on, next to the protocol goal list
+    beams_from : ``patient`` (the case's own RTPLAN beams when imported, else the
+        institution template) or ``template`` (`atp.planning.setup.case_beams`)
     engine_gap_fit : fit atp's beamlets to a clinical dose made by another engine and score
         that fit too (None: when the dose's origin is not atp's engine)
 
@@ -100,9 +102,7 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     predicted = predict(case)
     timing["prediction_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    beams = beams_from_config(beam_config_for(site_cfg, institution, case=case),
-                              isocenter_mm=default_isocenter_mm(case),
-                              laterality=case.metadata.get("laterality"))
+    beams, beam_origin = case_beams(case, site_cfg, institution, source=beams_from)
     if cache_dir is None:
         influence, influence_key = engine.influence(case, beams), None
     else:
@@ -142,7 +142,7 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                               mu=comp.mu, **ep)
     ev.rows += plan_endpoints(case, predicted, plan=PREDICTION, resolved=protocol, **ep)
     own = engine_label(influence)
-    ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own},
+    ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own, "beams": beam_origin},
                 {"case": case.patient_id, "plan": comp.label, "engine": comp.engine,
                  "mu_known": comp.mu is not None},
                 {"case": case.patient_id, "plan": PREDICTION, "engine": "dose prediction"}]
@@ -194,3 +194,11 @@ def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
             "reference_metrics": openkbp_dvh_metrics(case.dose_gy, rois, **kw),
             "predicted_metrics": openkbp_dvh_metrics(predicted_gy, rois, **kw)}
 
+
+
+def record_workflow(log, ev: CaseEvaluation) -> None:
+    """Add the planning steps of one evaluated case to a `WorkflowLog` (one cold round)."""
+    pid, t = ev.case.patient_id, ev.timing_s
+    log.record(pid, "prediction", t["prediction_s"])
+    log.record(pid, "beams_and_matrix", t["influence_s"])
+    log.record(pid, "optimization", t["optimization_s"], start="cold")

@@ -40,3 +40,29 @@ def save_plan(out_dir: str | os.PathLike, case: PatientCase, result: PlanResult,
     save_figure(plot_dvh_overlay(case, doses, title=f"{case.patient_id}: {result.summary()}"),
                 paths["dvh"])
     return paths
+
+
+def previous_fluence(path: str, *, n_beamlets: int):
+    """The fluence of a previous plan (its ``plan.npz`` or run folder), checked.
+
+    Parameters
+    ----------
+    path : a ``plan.npz`` written by `save_plan`, or the run folder holding it
+    n_beamlets : the beamlets of the beams to re-optimize
+
+    Returns
+    -------
+    ndarray, float32, (n_beamlets,)
+    """
+    p = Path(path)
+    p = p / "plan.npz" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"warm_start={path}: no plan.npz there")
+    with np.load(p) as z:
+        if "fluence" not in z:
+            raise ValueError(f"warm_start={p}: no 'fluence' array (not a plan.py output)")
+        fluence = z["fluence"]
+    if fluence.shape != (n_beamlets,):
+        raise ValueError(f"warm_start={p}: {fluence.shape[0]} beamlets, these beams have "
+                         f"{n_beamlets} (same case, beams and engine settings needed)")
+    return fluence

@@ -66,3 +66,38 @@ def prescription_schemes_for(site_cfg: Mapping, institution: Mapping | None = No
     """The institution's prescription schemes for the site, else the site's."""
     schemes = _per_site(institution, "prescriptions", site_cfg["name"])
     return [dict(s) for s in (schemes or site_cfg.get("prescriptions") or [])]
+
+
+BEAM_SOURCES = ("patient", "template")
+
+
+def case_beams(case, site_cfg: Mapping, institution: Mapping | None = None, *,
+               source: str = "patient") -> tuple[list, str]:
+    """The beams ``case`` is planned with, and where they came from.
+
+    Parameters
+    ----------
+    case : PatientCase
+    site_cfg, institution : the site facts and the institution overlay
+    source : ``patient``: the case's own beams when it carries an imported RTPLAN (the
+        study kept each patient's original beam configuration), else the institution's
+        template; ``template``: always the template (`beam_config_for`), isocentre at the
+        targets' centre
+
+    Returns
+    -------
+    beams : list of `atp.dose.Beam`
+    origin : str
+        ``"patient RTPLAN"`` or ``"institution template"``.
+    """
+    from atp.dose import Beam, beams_from_config, default_isocenter_mm
+
+    if source not in BEAM_SOURCES:
+        raise ValueError(f"beams='{source}' is not one of {BEAM_SOURCES}")
+    stored = case.metadata.get("beams") if source == "patient" else None
+    if stored:
+        return [Beam.from_dict(b) for b in stored], "patient RTPLAN"
+    beams = beams_from_config(beam_config_for(site_cfg, institution, case=case),
+                              isocenter_mm=default_isocenter_mm(case),
+                              laterality=case.metadata.get("laterality"))
+    return beams, "institution template"
