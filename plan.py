@@ -4,7 +4,9 @@
     python plan.py case=... +tolerance.parotid_l=-20 planner=lexicographic
     python plan.py case=... +tolerance.parotid_l=-30 warm_start=<previous run folder>
 
-Writes plan.npz, goal_report.csv/.json and dvh.png into the Hydra run folder.
+Writes plan.npz, goal_report.csv/.json and dvh.png into the Hydra run folder; by default
+the plan is sequenced on the machine (``deliverable=true``; ``export_dicom=true`` adds the
+DICOM set).
 """
 
 from __future__ import annotations
@@ -86,16 +88,28 @@ def plan_case(cfg: DictConfig) -> dict:
                "influence_s": t_influence, "optimization_s": result.wall_s,
                "tolerances": tolerances, "mode": settings.mode,
                "warm_start": cfg.warm_start, "evaluations": result.n_evaluations}
-    paths = save_plan(out_dir, case, result, predicted_dose_gy=predicted, summary=summary)
+    if cfg.deliverable:  # sequence on the machine; goals, MU and DICOM from the apertures
+        from atp.delivery.run import deliver_and_save
+
+        paths, report = deliver_and_save(
+            case, influence, result, engine=engine, machine=instantiate(cfg.machine),
+            sequencer=instantiate(cfg.sequencer), plan_settings=settings, out_dir=out_dir,
+            cache_dir=cfg.paths.cache_dir if cfg.cache_influence else None,
+            predicted=predicted, summary=summary, export_dicom=cfg.export_dicom,
+            force_export=cfg.force_export, workflow=workflow)
+    else:
+        paths = save_plan(out_dir, case, result, predicted_dose_gy=predicted, summary=summary)
+        report = result.report
     workflow.write(out_dir)
-    for o in result.report:
+    for o in report:
         log.info("%-45s %-12s requested %8.2f achieved %8.2f %s %s", o.label, o.source,
                  o.requested, o.achieved, o.unit, "met" if o.met else "NOT MET")
     log.info("%s | %d beams, %d beamlets, %.0f MU per fraction | influence %.1f s, "
              "optimization %.1f s", result.summary(), len(beams), influence.n_beamlets,
              summary["mu_per_fraction"], t_influence, result.wall_s)
     log.info("results in %s", paths["report_csv"].parent)
-    return {"all_p1_met": result.all_p1_met, "goals_met": result.n_goals_met}
+    return {"all_p1_met": all(o.met for o in report if o.priority == 1),
+            "goals_met": sum(o.met for o in report)}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 #: Packages of the pure numpy/scipy domain layer. New modules inside them are picked up.
 DOMAIN_PACKAGES = ("atp.names", "atp.cases", "atp.io", "atp.dosimetry", "atp.dose",
                    "atp.planning", "atp.baselines", "atp.viz", "atp.sites", "atp.synth",
-                   "atp.review", "atp.evaluation", "atp.sweep_summary")
+                   "atp.review", "atp.evaluation", "atp.sweep_summary", "atp.delivery")
 FORBIDDEN = ("torch", "pytorch_lightning", "lightning", "hydra", "omegaconf", "monai",
              "torchio", "wandb")
 

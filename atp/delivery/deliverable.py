@@ -166,3 +166,18 @@ def make_deliverable(case, influence, result, *, machine: Machine,
         sequenced_plan=sequenced, sequenced_report=rep_seq, sequenced_dose_gy=dose_seq,
         mu_estimate_per_fraction=total_mu(influence, result.fluence) / n_fx,
         sequencing_s=t_seq, reoptimization=info, delivery_influence=dlv)
+
+
+def deliver(case, influence, result, *, machine: Machine, engine=None,
+            settings: SequencingSettings | None = None, plan_settings=None,
+            cache_dir=None) -> DeliverableResult:
+    """`make_deliverable` with the engine's matrix on the beams' jaw rectangles
+    (`atp.delivery.apertures.delivery_influence`, cached in ``cache_dir`` when given);
+    without an ``engine`` the plan's own matrix is used."""
+    delivery = None
+    if engine is not None:
+        from atp.delivery.apertures import delivery_influence
+
+        delivery = delivery_influence(engine, case, influence, cache_dir=cache_dir)
+    return make_deliverable(case, influence, result, machine=machine, settings=settings,
+                            plan_settings=plan_settings, delivery=delivery)

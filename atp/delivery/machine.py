@@ -169,16 +169,17 @@ class Machine:
         """How the engine's beamlet rows of ``bixel_mm`` meet this MLC's leaves."""
         e = self.leaf_boundaries_mm
         b = float(bixel_mm)
-        on_grid = np.all(np.abs(e / b - np.rint(e / b)) < 1e-6)
-        widths = sorted(set(np.round(self.leaf_widths, 6)))
-        if all(abs(w / b - round(w / b)) < 1e-6 and round(w / b) >= 1 for w in widths):
-            if all(abs(w - b) < 1e-6 for w in widths):
-                return f"{b:g} mm beamlet rows are leaf pairs (one to one)"
-            return (f"{b:g} mm beamlet rows: leaves of {', '.join(f'{w:g}' for w in widths)} "
-                    "mm each cover whole rows (a wider leaf delivers its rows' mean)")
-        if on_grid:
-            return (f"{b:g} mm beamlet rows: every leaf boundary is a row edge (a row spans "
-                    "several leaf pairs and receives their overlap-weighted mean)")
+        rows = np.arange(math.ceil(e[0] / b - 1e-9), math.floor(e[-1] / b + 1e-9) + 1) * b
+        leaves_on_rows = bool(np.all(np.abs(e / b - np.rint(e / b)) < 1e-6))
+        rows_on_leaves = bool(np.all(np.min(np.abs(rows[:, None] - e[None, :]), axis=1) < 1e-6))
+        if leaves_on_rows and rows_on_leaves:
+            return f"{b:g} mm beamlet rows are leaf pairs (one to one)"
+        if leaves_on_rows:
+            return (f"{b:g} mm beamlet rows: every leaf covers whole rows (a leaf wider than "
+                    "a row delivers the mean of its rows)")
+        if rows_on_leaves:
+            return (f"{b:g} mm beamlet rows: every row spans whole leaf pairs (it receives "
+                    "their overlap-weighted mean)")
         return (f"{b:g} mm beamlet rows do not line up with the leaf boundaries: rows and "
                 "leaves are matched by overlap weights, which blurs the sequenced fluence")
 

@@ -147,6 +147,7 @@ def sequence_plan(influence, fluence: np.ndarray, machine: Machine,
                                iterations=settings.iterations,
                                geometry=_geometry(influence.beams[idx[0]]))
         seq.info["sequencing_s"] = time.perf_counter() - t0
+        seq.info["target_map"] = sum(fluence_on_grid(influence, w, b, grid)[0] for b in idx)
         beams.append(seq)
     kinds = {"vmat" if s.is_arc else settings.mode for s in beams}
     return DeliverablePlan(machine=machine, beams=beams, n_fractions=int(n_fractions),

@@ -6,7 +6,9 @@ gantry moves between control points (or whose first control point names a rotati
 direction) is an arc; it is sampled into static directions by
 `atp.dose.beams.arc_gantry_angles_deg`. The technique configuration returned alongside is
 in the form `atp.dose.beams.beams_from_config` reads, so evaluation can rebuild the same
-beam set.
+beam set. Each field also carries its control points (``cp_gantry_deg``,
+``cp_meterset_weight``, ``cp_jaws_mm`` = X1, X2, Y1, Y2 and ``cp_leaves_mm`` = bank 1 then
+bank 2), the MLC's ``leaf_boundaries_mm`` and its ``meterset_mu`` from the fraction group.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class PlanInfo:
     n_fractions: int | None
     target_doses: list[TargetDose]
     technique: str  # "imrt", "vmat", "mixed" or "" (no treatment beam)
-    fields: list[dict[str, Any]]  # one summary per DICOM treatment beam
+    fields: list[dict[str, Any]]  # one summary per DICOM treatment beam, with its control
+    #                               points (cp_*), leaf boundaries and meterset_mu
     beams: list[dict[str, Any]]  # Beam.to_dict() of every static direction
     beam_config: dict[str, Any] | None  # beams_from_config form; None for mixed plans
     notes: list[str] = field(default_factory=list)
@@ -93,6 +96,7 @@ def _beam_fields(beam: pydicom.Dataset, src: str) -> dict[str, Any]:
             first = next(a for a in angles if abs(((a - gantry + 180) % 360) - 180) > 0.1)
             direction = "cw" if (first - gantry) % 360.0 < 180.0 else "ccw"
     return {
+        **_control_points(beam, cps, where),
         "name": name, "number": number, "arc": arc, "direction": direction,
         "gantry_start_deg": gantry % 360.0, "gantry_stop_deg": angles[-1] % 360.0,
         "couch_deg": couch, "n_control_points": len(cps),
@@ -100,6 +104,36 @@ def _beam_fields(beam: pydicom.Dataset, src: str) -> dict[str, Any]:
         "sad_mm": _float(beam, "SourceAxisDistance", DEFAULT_SAD_MM, where),
         "beam_type": str(beam.get("BeamType", "")),
     }
+
+
+def _control_points(beam: pydicom.Dataset, cps, where: str) -> dict[str, Any]:
+    """Per control point: gantry angle, cumulative meterset weight, jaws and MLCX leaves
+    (a device missing from a control point keeps its previous positions)."""
+    mlc = next((d for d in beam.get("BeamLimitingDeviceSequence") or []
+                if str(d.get("RTBeamLimitingDeviceType", "")).upper() in ("MLCX", "MLCY")),
+               None)
+    boundaries = [float(v) for v in mlc.LeafPositionBoundaries] \
+        if mlc is not None and "LeafPositionBoundaries" in mlc else []
+    current: dict[str, list[float]] = {}
+    gantry, weights, jaws, leaves = [], [], [], []
+    for i, cp in enumerate(cps):
+        for dev in cp.get("BeamLimitingDevicePositionSequence") or []:
+            kind = str(dev.get("RTBeamLimitingDeviceType", "")).upper()
+            current[kind] = [float(v) for v in dev.LeafJawPositions]
+        g = _float(cp, "GantryAngle", None, where)
+        gantry.append(gantry[-1] if g is None and gantry else g)
+        w = _float(cp, "CumulativeMetersetWeight", None, where)
+        if w is None:
+            raise CaseError(where, f"ControlPointSequence[{i}].CumulativeMetersetWeight",
+                            "missing")
+        weights.append(w)
+        jaws.append(current.get("ASYMX", current.get("X", [])) + current.get(
+            "ASYMY", current.get("Y", [])))
+        leaves.append(list(current.get("MLCX", current.get("MLCY", []))))
+    return {"cp_gantry_deg": gantry, "cp_meterset_weight": weights, "cp_jaws_mm": jaws,
+            "cp_leaves_mm": leaves, "leaf_boundaries_mm": boundaries,
+            "final_meterset_weight": _float(beam, "FinalCumulativeMetersetWeight", 1.0, where),
+            "mlc_type": str(mlc.RTBeamLimitingDeviceType) if mlc is not None else ""}
 
 
 def read_rtplan(path: str | os.PathLike, *,
@@ -112,11 +146,14 @@ def read_rtplan(path: str | os.PathLike, *,
     groups = ds.get("FractionGroupSequence") or []
     n_fractions = None
     in_group: set[int] | None = None
+    metersets: dict[int, float | None] = {}
     if groups:
         n = groups[0].get("NumberOfFractionsPlanned")
         n_fractions = int(n) if n not in (None, "") and int(n) > 0 else None
         refs = groups[0].get("ReferencedBeamSequence") or []
         in_group = {int(r.ReferencedBeamNumber) for r in refs if "ReferencedBeamNumber" in r}
+        metersets = {int(r.ReferencedBeamNumber): _float(r, "BeamMeterset", None, src)
+                     for r in refs if "ReferencedBeamNumber" in r}
         if len(groups) > 1:
             notes.append(f"{len(groups)} fraction groups: the first one is used")
     targets = []
@@ -141,7 +178,7 @@ def read_rtplan(path: str | os.PathLike, *,
         if radiation != "PHOTON":
             notes.append(f"beam {number}: {radiation} beam skipped")
             continue
-        fields.append(_beam_fields(beam, src))
+        fields.append({**_beam_fields(beam, src), "meterset_mu": metersets.get(number)})
     beams: list[dict[str, Any]] = []
     for f in fields:
         iso = tuple(f["isocenter_mm"])
