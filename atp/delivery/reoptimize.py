@@ -38,6 +38,30 @@ from atp.delivery.sequence import DeliverablePlan
 from atp.delivery.sequencing import beam_groups
 from atp.delivery.vmat import arc_geometry, sector_chunks
 
+#: Relative margin inside a met limit that a held term keeps (a penalty lets a limit be
+#: crossed by a little; the margin keeps the goal met).
+HOLD_MARGIN = 0.005
+
+
+def _held(term, dose, *, weight: float):
+    """A copy of ``term`` with a large weight and a limit it already meets: a met goal
+    may use its room up to ``HOLD_MARGIN`` inside its limit (never crossing it), an unmet
+    one may not get worse; None for uniformity terms."""
+    import dataclasses
+
+    from atp.planning.objectives import achieved
+
+    if term.kind == "uniformity":
+        return None
+    a = np.asarray(achieved(term, dose), dtype=np.float64)
+    lim = np.asarray(term.limit_gy, dtype=np.float64)
+    if term.kind.startswith("upper") or term.kind == "falloff":
+        new = np.where(a <= lim, np.maximum(lim * (1 - HOLD_MARGIN), a), a)
+    else:
+        new = np.where(a >= lim, np.minimum(lim * (1 + HOLD_MARGIN), a), a)
+    new = float(new) if new.ndim == 0 else new
+    return dataclasses.replace(term, limit_gy=new, weight=weight, label=f"held: {term.label}")
+
 
 def interval_matrix(plan: DeliverablePlan, influence) -> tuple[sp.csc_matrix, np.ndarray,
                                                                list[tuple[int, np.ndarray]]]:
@@ -157,7 +181,8 @@ def reoptimize_weights(plan: DeliverablePlan, influence, terms, *, max_iter: int
     max_iter : int
     hold_priority : int, optional
         Terms of this priority or higher (P1 constraints, P2 targets by default) are held
-        at their sequenced values (may improve, not worsen); None holds nothing.
+        (`_held`): a met limit stays met with a margin of ``HOLD_MARGIN``, an unmet one
+        may not get worse than in the sequenced plan; None holds nothing.
 
     Returns
     -------
@@ -166,16 +191,12 @@ def reoptimize_weights(plan: DeliverablePlan, influence, terms, *, max_iter: int
     info : dict
         Objective before and after, iterations, evaluations, wall time.
     """
-    from atp.planning.objectives import held
-
     a, x0, index = interval_matrix(plan, influence)
     if hold_priority is not None:
-        # the lexicographic planner's device (`atp.planning.objectives.held`): goals of
-        # priority <= hold_priority may not get worse than in the sequenced plan
         dose = influence.matrix @ (a @ x0).astype(np.float32)
         big = 100.0 * max(t.weight for t in terms)
         terms = list(terms) + [h for t in terms if t.priority <= hold_priority
-                               and (h := held(t, dose, slack=0.0, weight=big)) is not None]
+                               and (h := _held(t, dose, weight=big)) is not None]
     x, info = minimize_terms(a, influence, terms, x0, interval_bounds(plan, index),
                              max_iter=max_iter)
     out = copy.deepcopy(plan)

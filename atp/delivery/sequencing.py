@@ -55,7 +55,7 @@ class SequencingSettings:
     sector_deg: float = 24.0
     cps_per_direction: int = 4
     merge_sectors: bool = True
-    merge_max_iter: int = 100
+    merge_max_iter: int = 60
     iterations: int = 4
     reoptimize: bool = True
     reoptimize_max_iter: int = 30
