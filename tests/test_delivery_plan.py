@@ -212,3 +212,25 @@ def test_pymedphys_reads_the_plan_and_its_metersetmap_matches(toy, tmp_path):
             print(f"pymedphys vs atp, {mode} {seq.name}: max difference {100 * diff:.2f} % "
                   f"of the maximum, total {100 * total:.3f} %")
             assert diff <= 0.01 and total <= 0.001
+
+
+def test_exported_set_imports_back_into_atp(toy, tmp_path):
+    """The set opens on its own: atp's DICOM importer finds the CT, the structures, the
+    plan (beams, fractions, prescription) and the deliverable dose through the references
+    of the exported files."""
+    from atp.io.dicom import import_patient, scan_dicom_folder
+
+    case, _, _, dlv = toy
+    d = dlv["step_and_shoot"]
+    export_plan_set(tmp_path / "dicom", case, d.plan, d.dose_gy, report=d.report)
+    (patient,) = scan_dicom_folder(tmp_path / "dicom")
+    back = import_patient(patient, site="npc", spacing_mm=None)
+    assert back.shape == case.shape and np.allclose(back.origin_mm, case.origin_mm)
+    for name in case.rois:
+        assert np.array_equal(back.mask(name), case.mask(name)), name
+    assert np.allclose(back.ct_hu, case.ct_hu)
+    assert np.abs(back.dose_gy - d.dose_gy).max() <= 1e-5 * d.dose_gy.max()
+    assert back.prescriptions[0].dose_gy == 60.0 and back.n_fractions == 30
+    beams = back.metadata["beams"]
+    assert [b["label"] for b in beams] == [f"field{i}" for i in range(1, 6)]
+    assert np.allclose([b["gantry_deg"] for b in beams], [0, 72, 144, 216, 288])

@@ -78,6 +78,8 @@ class DeliverableResult:
         """Numbers for logs and reports."""
         p, s = self.plan, self.sequenced_plan
         return {"machine": p.machine.name, "delivery_mode": p.mode,
+                "beamlets_and_leaves": p.machine.alignment_note(
+                    self.delivery_influence.bixel_mm) if self.delivery_influence else "",
                 "n_beams": len(p.beams), "control_points": p.n_control_points,
                 "segments": p.n_segments,
                 "mu_per_fraction_estimate": self.mu_estimate_per_fraction,

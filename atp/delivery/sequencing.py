@@ -11,6 +11,7 @@ all fractions (`atp.dose.mu`), so they are divided by the number of fractions fi
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -24,6 +25,7 @@ from atp.delivery.step_and_shoot import sequence_step_and_shoot
 from atp.delivery.vmat import sequence_arc
 
 MODES = ("sliding_window", "step_and_shoot")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,9 @@ def sequence_plan(influence, fluence: np.ndarray, machine: Machine,
     if n_fractions < 1:
         raise ValueError(f"n_fractions must be >= 1, got {n_fractions}")
     w = influence.check_weights(fluence).astype(np.float64) / n_fractions
+    note = machine.alignment_note(influence.bixel_mm)
+    if "do not line up" in note:
+        log.warning("machine %s: %s", machine.name, note)
     beams = []
     for label, idx in beam_groups(influence):
         t0 = time.perf_counter()
