@@ -44,32 +44,6 @@ def sequence_summary(plan) -> list[dict]:
              "sequencing_error_mu": b.info.get("max_pair_error_mu")} for b in plan.beams]
 
 
-def plot_fluences(plan, deliverable, *, max_beams: int = 9):
-    """Optimized (left) and delivered (right) MU per fraction of the first beams."""
-    from atp.delivery.fluence import BeamletGrid, delivered_fluence
-    from atp.viz.dvh import _pyplot
-
-    plt = _pyplot()
-    beams = plan.beams[:max_beams]
-    fig, axes = plt.subplots(len(beams), 2, figsize=(6, 2.2 * len(beams)), squeeze=False)
-    for ax, seq in zip(axes, beams, strict=True):
-        grid = BeamletGrid(*seq.grid)
-        flu, _ = delivered_fluence(seq, plan.machine, grid)
-        delivered = flu.sum(axis=0)
-        wanted = seq.info.get("target_map")
-        for a, img, title in ((ax[0], wanted, "optimized"), (ax[1], delivered, "delivered")):
-            a.set_axis_off()
-            if img is None:
-                continue
-            im = a.imshow(img.T, origin="lower", cmap="viridis",
-                          extent=(grid.u_edges_mm[0], grid.u_edges_mm[-1],
-                                  grid.v_edges_mm[0], grid.v_edges_mm[-1]))
-            a.set_title(f"{seq.name} {title}", fontsize=8)
-            fig.colorbar(im, ax=a, fraction=0.046, label="MU / fraction")
-    fig.tight_layout()
-    return fig
-
-
 def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
                      predicted_dose_gy: np.ndarray | None = None, summary: dict | None = None,
                      export_dicom: bool = False, force_export: bool = False
@@ -98,6 +72,7 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
     dict of the paths written.
     """
     from atp.viz import plot_dvh_overlay, save_figure
+    from atp.viz.delivery import plot_fluences
 
     out = Path(out_dir)
     paths = {"plan": out / "plan.npz", "report_csv": out / "goal_report.csv",
@@ -132,7 +107,7 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
         doses["prediction"] = predicted_dose_gy
     save_figure(plot_dvh_overlay(case, doses, title=f"{case.patient_id}: "
                                  f"{deliverable.summary()}"), paths["dvh"])
-    save_figure(plot_fluences(deliverable.plan, deliverable), paths["fluence_png"])
+    save_figure(plot_fluences(deliverable.plan), paths["fluence_png"])
     if export_dicom:
         from atp.io.dicom.rtplan_export import export_plan_set
 
