@@ -25,7 +25,7 @@ def plot_fluences(plan, *, max_beams: int = 9):
             if img is None:
                 continue
             im = a.imshow(img.T, origin="lower", cmap="viridis", extent=extent)
-            a.set_title(f"{seq.name} {title} (u: leaf travel, mm)", fontsize=8)
+            a.set_title(f"{seq.name} {title} (leaves move left-right)", fontsize=8)
             fig.colorbar(im, ax=a, fraction=0.046, label="MU / fraction")
     fig.tight_layout()
     return fig
