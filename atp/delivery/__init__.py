@@ -10,3 +10,5 @@ from atp.delivery.sequence import BeamSequence, DeliverablePlan, check_limits
 
 __all__ = ["DEFAULT_MACHINE", "BeamSequence", "DeliverablePlan", "Machine", "check_limits",
            "load_machine"]
+# also: atp.delivery.sequencing (SequencingSettings, sequence_plan), .deliverable
+# (make_deliverable, deliver), .fluence (delivered_fluence, plan_weights), .reoptimize

@@ -10,13 +10,16 @@ directions so that the leaves end one sector where the next begins. Each interva
 control points lies within one direction's piece of the arc and its fluence goes to that
 direction's beamlets; the control points are ``cps_per_direction`` per direction.
 
-Within a sector the dose rate and gantry speed are constant, so the MU grows linearly with
-the angle. The sector takes ``t = max(angle / gantry_speed_max, I / dose_rate_max + W /
-leaf_speed_max)`` (``I``: the largest sum of rises of a pair's profile, ``W``: the sweep
-length): at full gantry speed unless the leaves cannot sweep in that time at full dose
-rate, then the gantry slows. Its MU is ``I / (1 - W / (leaf_speed_max t))``, the least that
-lets the leaves sweep in ``t`` (raised to the machine's minimum MU per degree), and the
-leaves move at ``W / (MU - I)`` mm per MU, so they never exceed their speed.
+Each leaf pair sweeps its own stretch (the beamlets it ever opens on the arc), back and
+forth. Within a sector the dose rate and gantry speed are constant, so the MU grows
+linearly with the angle. With ``I_k`` the sum of rises of pair ``k``'s sector profile and
+``W_k`` its sweep length, the leaves need ``c >= I_k / (v t - W_k)`` MU per mm to sweep in
+the time ``t`` of the sector at full gantry speed (``v``: leaf speed): the sector runs at
+full gantry speed with the smallest such ``c`` when that dose rate is within the
+machine's, else at full dose rate (``c = dose_rate / v``) with the gantry slowed. Its MU is
+``max_k(I_k + c W_k)`` (raised to the minimum MU per degree); lighter pairs move slower so
+that every pair ends with the sector. Between control points the leaves never exceed
+their speed at the interval's time (`atp.delivery.sequence`).
 """
 
 from __future__ import annotations

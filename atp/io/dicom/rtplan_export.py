@@ -104,8 +104,9 @@ def _beam(seq, number: int, machine, dose_ref_numbers: Sequence[int]) -> Dataset
         cp.BeamLimitingDevicePositionSequence = DicomSequence([
             _device("ASYMX", [x1, x2]), _device("ASYMY", [y1, y2]),
             _device("MLCX", np.concatenate([seq.leaves_mm[i, 0], seq.leaves_mm[i, 1]]))])
-        cp.GantryAngle = f"{seq.gantry_iec_deg[i]:.4f}"
-        cp.GantryRotationDirection = rotation if i < seq.n_cp - 1 else "NONE"
+        if i == 0 or seq.is_arc:  # Type 1C: the first control point, or when it changes
+            cp.GantryAngle = f"{seq.gantry_iec_deg[i]:.4f}"
+            cp.GantryRotationDirection = rotation if i < seq.n_cp - 1 else "NONE"
         if i == 0:
             cp.NominalBeamEnergy = f"{machine.energy_mv:g}"
             cp.DoseRateSet = f"{machine.max_dose_rate_mu_min:g}"
