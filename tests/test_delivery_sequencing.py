@@ -217,3 +217,38 @@ def test_limit_checks_name_injected_violations(machine):
     assert any("jaw X1" in m for m in check_limits(wide, machine))
     slow = dataclasses.replace(machine, max_leaf_speed_mm_s=5.0)
     assert any("leaf speed" in m for m in check_limits(seq, slow))
+
+
+def test_mu_calibration_scales_mu_not_dose(machine):
+    """A machine giving 0.5 cGy/MU at the reference point needs twice the MU for the
+    same beamlet weights (the engine's unit is 1 cGy at that point, `atp.dose.mu`)."""
+    from types import SimpleNamespace
+
+    from atp.delivery.fluence import plan_weights
+    from atp.delivery.sequencing import sequence_plan
+    from atp.dose import Beam
+
+    grid_vals = known_maps()["pyramid"]
+    iu, iv = np.meshgrid(GRID.iu0 + np.arange(GRID.n_u), GRID.iv0 + np.arange(GRID.n_v),
+                         indexing="ij")
+    uv = np.stack([(iu.ravel() + 0.5) * 5.0, (iv.ravel() + 0.5) * 5.0], axis=1)
+    infl = SimpleNamespace(beams=(Beam(gantry_deg=0.0, label="field1"),),
+                           beamlet_beam=np.zeros(uv.shape[0], np.int32),
+                           beamlet_uv_mm=uv.astype(np.float32), bixel_mm=5.0,
+                           n_beamlets=uv.shape[0],
+                           check_weights=lambda w: np.asarray(w, np.float32))
+    from atp.delivery.sequencing import SequencingSettings
+
+    w = grid_vals.ravel() * 30  # all fractions
+    half_machine = dataclasses.replace(machine, mu_calibration_cgy_per_mu=0.5)
+    for mode in ("sliding_window", "step_and_shoot"):
+        cfg = SequencingSettings(mode=mode)
+        one = sequence_plan(infl, w, machine, cfg, n_fractions=30)
+        half = sequence_plan(infl, w, half_machine, cfg, n_fractions=30)
+        tol = w.max() * (0.02 if mode == "sliding_window" else 1 / (2 * cfg.n_levels))
+        for p in (one, half):  # the same fluence either way (within sequencing accuracy)
+            assert np.abs(plan_weights(p, infl) - w).max() <= tol * 1.001
+        if mode == "step_and_shoot":  # MU = the levels' sum: twice the fluence, twice the MU
+            assert half.mu_per_fraction == pytest.approx(2 * one.mu_per_fraction, rel=0.03)
+        else:  # the sweep's c W part does not scale
+            assert one.mu_per_fraction < half.mu_per_fraction < 2 * one.mu_per_fraction

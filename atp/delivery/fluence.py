@@ -208,4 +208,4 @@ def plan_weights(plan, influence, *, transmission: bool = True) -> np.ndarray:
         for f, d in zip(flu, dirs, strict=True):
             cols, iu, iv = beam_indices(influence, int(d))
             w[cols] += f[iu - grid.iu0, iv - grid.iv0]
-    return w * plan.n_fractions
+    return w * (plan.n_fractions * plan.machine.mu_calibration_cgy_per_mu)

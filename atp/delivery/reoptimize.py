@@ -98,7 +98,7 @@ def interval_matrix(plan: DeliverablePlan, influence) -> tuple[sp.csc_matrix, np
         x0.append(d_mu[on])
         index.append((bi, on))
         n_var += on.size
-    a = sp.csc_matrix((np.concatenate(vals) * plan.n_fractions,
+    a = sp.csc_matrix((np.concatenate(vals) * (plan.n_fractions * m.mu_calibration_cgy_per_mu),
                        (np.concatenate(rows), np.concatenate(cols))),
                       shape=(influence.n_beamlets, n_var))
     return a, np.concatenate(x0), index

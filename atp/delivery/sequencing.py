@@ -6,7 +6,8 @@ of one direction is a static field, sequenced by sliding window or step-and-shoo
 (``SequencingSettings.mode``); a longer run is an arc (`atp.delivery.vmat`).
 
 Fluence is per fraction on the machine: a plan's beamlet weights are MU-equivalents over
-all fractions (`atp.dose.mu`), so they are divided by the number of fractions first.
+all fractions (`atp.dose.mu`), so they are divided by the number of fractions first (and
+by the machine's calibration in cGy/MU, 1 for the engine's own).
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def sequence_plan(influence, fluence: np.ndarray, machine: Machine,
     settings = settings or SequencingSettings()
     if n_fractions < 1:
         raise ValueError(f"n_fractions must be >= 1, got {n_fractions}")
-    w = influence.check_weights(fluence).astype(np.float64) / n_fractions
+    # beamlet weight 1 = 1 cGy at the reference point of the engine's calibration
+    # (`atp.dose.mu`); the machine gives mu_calibration_cgy_per_mu there per MU
+    w = influence.check_weights(fluence).astype(np.float64) / (
+        n_fractions * machine.mu_calibration_cgy_per_mu)
     note = machine.alignment_note(influence.bixel_mm)
     if "do not line up" in note:
         log.warning("machine %s: %s", machine.name, note)
