@@ -65,7 +65,7 @@ def test_plan_py_deliverable_report_and_dicom(tmp_path):
                      "sequenced_achieved"} <= set(rows[0])
     doc = json.loads((run / "goal_report.json").read_text())
     dlv = doc["deliverable"]
-    assert dlv["delivery_mode"] == "step_and_shoot" and dlv["machine"] == "atp_varian_mlc120"
+    assert dlv["delivery_mode"] == "step_and_shoot" and dlv["machine"] == "atp_mlc120"
     assert dlv["mu_per_fraction_sequenced"] > 0 and dlv["violations"] == []
     names = sorted(p.name for p in (run / "dicom").iterdir())
     assert names == ["CT", "RD_toy.dcm", "RP_toy.dcm", "RS_toy.dcm"]

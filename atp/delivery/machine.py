@@ -76,7 +76,7 @@ class Machine:
         Written to the RTPLAN's equipment attributes.
     """
 
-    name: str = "atp_varian_mlc120"
+    name: str = "atp_mlc120"
     leaf_widths_mm: tuple[tuple[int, float], ...] = ((10, 10.0), (40, 5.0), (10, 10.0))
     max_leaf_speed_mm_s: float = 25.0
     max_dose_rate_mu_min: float = 600.0
@@ -122,6 +122,9 @@ class Machine:
                      "min_mu_per_deg"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"Machine.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < len(self.name) <= 16:
+            raise ValueError(f"Machine.name must have 1 to 16 characters (DICOM "
+                             f"TreatmentMachineName), got {self.name!r}")
         if not self.max_mu_per_deg > self.min_mu_per_deg:
             raise ValueError("Machine.max_mu_per_deg must exceed min_mu_per_deg")
         for name in ("leaf_range_mm", "jaw_x1_mm", "jaw_x2_mm", "jaw_y1_mm", "jaw_y2_mm"):
