@@ -95,7 +95,9 @@ def test_evaluate_and_plan_use_the_configured_engine(tiny_checkpoint, tiny_cohor
                             "cache_influence=false", "planner.max_iter=20",
                             f"paths.log_dir={tmp_path}", *FAKE], tmp_path / "plan")
     plan_case(cfg)
-    assert len(counting) == 2
+    # plan.py: the plan's matrix, and (deliverable=true) the same engine's matrix on the
+    # beams' jaw rectangles for the deliverable dose (atp.delivery.apertures)
+    assert len(counting) == 3
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "evaluation")
