@@ -107,8 +107,9 @@ def _beam_fields(beam: pydicom.Dataset, src: str) -> dict[str, Any]:
 
 
 def _control_points(beam: pydicom.Dataset, cps, where: str) -> dict[str, Any]:
-    """Per control point: gantry angle, cumulative meterset weight, jaws and MLCX leaves
-    (a device missing from a control point keeps its previous positions)."""
+    """Per control point: gantry angle, cumulative meterset weight (None when missing:
+    plans exported before a dose calculation), jaws and MLCX leaves (a device missing from
+    a control point keeps its previous positions)."""
     mlc = next((d for d in beam.get("BeamLimitingDeviceSequence") or []
                 if str(d.get("RTBeamLimitingDeviceType", "")).upper() in ("MLCX", "MLCY")),
                None)
@@ -119,14 +120,13 @@ def _control_points(beam: pydicom.Dataset, cps, where: str) -> dict[str, Any]:
     for i, cp in enumerate(cps):
         for dev in cp.get("BeamLimitingDevicePositionSequence") or []:
             kind = str(dev.get("RTBeamLimitingDeviceType", "")).upper()
-            current[kind] = [float(v) for v in dev.LeafJawPositions]
+            values = dev.get("LeafJawPositions")
+            if values is not None:
+                current[kind] = [float(v) for v in values]
         g = _float(cp, "GantryAngle", None, where)
         gantry.append(gantry[-1] if g is None and gantry else g)
-        w = _float(cp, "CumulativeMetersetWeight", None, where)
-        if w is None:
-            raise CaseError(where, f"ControlPointSequence[{i}].CumulativeMetersetWeight",
-                            "missing")
-        weights.append(w)
+        weights.append(_float(cp, "CumulativeMetersetWeight", None,
+                              f"{where}: ControlPointSequence[{i}]"))
         jaws.append(current.get("ASYMX", current.get("X", [])) + current.get(
             "ASYMY", current.get("Y", [])))
         leaves.append(list(current.get("MLCX", current.get("MLCY", []))))

@@ -296,6 +296,9 @@ def read_plan_sequences(path: str | os.PathLike) -> list[dict]:
         leaves = np.asarray(f["cp_leaves_mm"], dtype=np.float64)
         n = leaves.shape[1] // 2
         mu = float(f["meterset_mu"] or 0.0)
+        if any(w is None for w in f["cp_meterset_weight"]):
+            raise ValueError(f"{path}: beam '{f['name']}': a control point has no "
+                             "CumulativeMetersetWeight")
         weights = np.asarray(f["cp_meterset_weight"], dtype=np.float64)
         out.append({"name": f["name"], "gantry_deg": np.asarray(f["cp_gantry_deg"], float),
                     "cum_mu": weights / float(f["final_meterset_weight"] or 1.0) * mu,
