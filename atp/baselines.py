@@ -26,6 +26,7 @@ class DistanceBaseline:
     @classmethod
     def fit(cls, cases: Iterable[PatientCase], *, bin_mm: float = 2.0,
             max_distance_mm: float = 200.0) -> DistanceBaseline:
+        """Average the reference dose per distance-to-target bin over ``cases``."""
         edges = np.arange(0.0, max_distance_mm + bin_mm, bin_mm)
         sums = np.zeros(edges.size - 1, dtype=np.float64)
         counts = np.zeros(edges.size - 1, dtype=np.float64)

@@ -39,6 +39,7 @@ class Prescription:
 
     @property
     def dose_per_fraction_gy(self) -> float:
+        """Dose per fraction (Gy)."""
         return self.dose_gy / self.n_fractions
 
 
@@ -91,6 +92,7 @@ class PatientCase:
     # ------------------------------------------------------------------ geometry
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Grid shape (z, y, x) in voxels."""
         return tuple(int(n) for n in self.ct_hu.shape)  # type: ignore[return-value]
 
     @property
@@ -100,6 +102,7 @@ class PatientCase:
 
     @property
     def voxel_volume_cc(self) -> float:
+        """Volume of one voxel (cm³)."""
         return self.grid.voxel_volume_cc
 
     # ------------------------------------------------------------------ ROIs
@@ -113,14 +116,17 @@ class PatientCase:
             ) from None
 
     def names_with_role(self, role: str) -> list[str]:
+        """Names of the ROIs whose role is ``role`` ('target', 'organ', ...)."""
         return [n for n, r in self.rois.items() if r.role == role]
 
     @property
     def targets(self) -> list[str]:
+        """Names of the target ROIs."""
         return self.names_with_role("target")
 
     @property
     def organs(self) -> list[str]:
+        """Names of the organ-at-risk ROIs."""
         return self.names_with_role("organ")
 
     @property
@@ -136,6 +142,7 @@ class PatientCase:
         return self.dose_mask if self.dose_mask is not None else self.body_mask
 
     def target_union(self) -> np.ndarray:
+        """Boolean mask of all targets together."""
         out = np.zeros(self.shape, dtype=bool)
         for name in self.targets:
             out |= self.rois[name].mask
@@ -154,10 +161,12 @@ class PatientCase:
     # ------------------------------------------------------------------ prescription
     @property
     def n_fractions(self) -> int | None:
+        """Number of fractions of the longest prescription (None without one)."""
         return max((p.n_fractions for p in self.prescriptions), default=None)
 
     @property
     def max_prescription_gy(self) -> float | None:
+        """Highest prescribed dose (Gy; None without a prescription)."""
         return max((p.dose_gy for p in self.prescriptions), default=None)
 
     def prescribed_dose_map_gy(self) -> np.ndarray:

@@ -75,6 +75,7 @@ class Beam:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Beam:
+        """Rebuild a beam from :meth:`to_dict` output."""
         d = dict(d)
         if d.get("aperture_mm") is not None:
             d["aperture_mm"] = tuple(d["aperture_mm"])

@@ -57,18 +57,22 @@ class DoseInfluence:
 
     @property
     def n_beamlets(self) -> int:
+        """Number of beamlets (matrix columns)."""
         return int(self.matrix.shape[1])
 
     @property
     def n_rows(self) -> int:
+        """Number of dose points (matrix rows)."""
         return int(self.matrix.shape[0])
 
     @property
     def nnz(self) -> int:
+        """Number of stored nonzero matrix entries."""
         return int(self.matrix.nnz)
 
     @property
     def matrix_mb(self) -> float:
+        """Memory held by the sparse matrix (MiB)."""
         m = self.matrix
         return (m.data.nbytes + m.indices.nbytes + m.indptr.nbytes) / 2**20
 
@@ -78,6 +82,7 @@ class DoseInfluence:
         return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
 
     def check_weights(self, weights: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Beamlet weights as float32, checked for shape and finiteness."""
         w = np.asarray(weights, dtype=np.float32)
         if w.shape != (self.n_beamlets,):
             raise ValueError(f"weights: expected shape ({self.n_beamlets},), got {w.shape}")

@@ -95,6 +95,7 @@ class PencilBeamSettings:
                              f"{self.scatter_weight}")
 
     def to_dict(self) -> dict:
+        """Settings as plain YAML/JSON-ready values (tuples become lists)."""
         d = asdict(self)
         for key in ("sigma_primary_mm", "sigma_scatter_mm", "scatter_weight"):
             d[key] = list(d[key])

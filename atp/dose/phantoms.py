@@ -37,6 +37,7 @@ def add_slab(case: PatientCase, *, y_from_mm: float, y_to_mm: float, red: float)
 
 
 def add_target(case: PatientCase, mask: np.ndarray, *, name: str = "ptv") -> PatientCase:
+    """Add ``mask`` to ``case`` as a target ROI called ``name`` and return the case."""
     case.rois[name] = Roi(np.asarray(mask, dtype=bool), "target")
     return case
 

@@ -117,6 +117,7 @@ class EndpointSpec:
 
     @property
     def organ_endpoints(self) -> list[tuple[str, str]]:
+        """(ROI, metric) pairs of the organ endpoints (targets left out)."""
         return [split_endpoint(n) for n in self.metrics
                 if not _TARGET.match(split_endpoint(n)[1])]
 

@@ -91,9 +91,11 @@ class EvaluationContext:
     tables: dict[str, list[dict]] = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
+        """Per-case metric rows of every result, in order."""
         return [r for ev in self.results for r in ev.rows]
 
     def goals(self) -> list[dict]:
+        """Per-case goal rows of every result, in order."""
         return [g for ev in self.results for g in ev.goals]
 
 

@@ -276,6 +276,7 @@ def _check_manifest(path: Path, expected: dict[str, Any], cases: list[str]) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: import a DICOM folder into atp case files; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m atp.io.import_dicom",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="folder tree holding the DICOM files")

@@ -34,6 +34,7 @@ class SourceCase:
 
     @property
     def sort_key(self) -> tuple[str, str, str, str]:
+        """Order of sources: site, institution, run, patient."""
         return (self.site, self.institution, self.run, self.patient_id)
 
 

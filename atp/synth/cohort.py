@@ -69,6 +69,7 @@ def assign_splits(site: str, seed: int, n: int) -> list[str]:
 
 
 def patient_seed(seed: int, index: int) -> int:
+    """Seed of the patient at ``index`` in a cohort drawn with ``seed``."""
     return int(seed) * 100_003 + int(index)
 
 

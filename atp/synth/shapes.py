@@ -27,14 +27,17 @@ class Frame:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def p(self, z: float, y: float, x: float) -> tuple[float, float, float]:
+        """A point (z, y, x) in the frame's scaled coordinates (mm)."""
         sz, sy, sx = self.scale
         return (z * sz, y * sy, x * sx)
 
     def r(self, z: float, y: float, x: float) -> tuple[float, float, float]:
+        """A radius triple (z, y, x) scaled like :meth:`p` (mm)."""
         return self.p(z, y, x)
 
 
 def unit(v: Vec3) -> np.ndarray:
+    """``v`` divided by its Euclidean norm."""
     a = np.asarray(v, np.float64)
     return a / np.linalg.norm(a)
 
@@ -133,6 +136,7 @@ class Section:
     power: float = 2.0
 
     def at(self, z_mm: np.ndarray | float) -> tuple[np.ndarray, ...]:
+        """Centre (y, x) and semi-axes (y, x) of the section at ``z_mm``, interpolated."""
         return tuple(np.interp(z_mm, self.z_mm, v) for v in
                      (self.cy_mm, self.cx_mm, self.ay_mm, self.ax_mm))
 
@@ -152,6 +156,7 @@ class Section:
         return ((u ** p + v ** p) ** (1.0 / p)).astype(np.float32)
 
     def mask(self, grid: Grid) -> np.ndarray:
+        """Voxels of ``grid`` inside the outline."""
         return self.rho(grid) <= 1.0
 
     def polar(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ class Canvas:
         self.ct = np.full(self.grid.shape, np.float32(HU["air"]), dtype=np.float32)
 
     def paint(self, mask: np.ndarray, tissue: str | float) -> None:
+        """Set the CT inside ``mask`` to a tissue's HU (a name from ``HU``) or a number."""
         hu = HU[tissue] if isinstance(tissue, str) else float(tissue)
         self.ct[mask] = np.float32(hu)
 
@@ -56,6 +57,7 @@ class Canvas:
         return mask
 
     def mask(self, name: str) -> np.ndarray:
+        """Mask of the ROI ``name`` painted so far."""
         return self.rois[name][0]
 
     def finish(self, *, noise_hu: float) -> None:
@@ -67,10 +69,12 @@ class Canvas:
 
 
 def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """One uniform draw in [lo, hi)."""
     return float(rng.uniform(lo, hi))
 
 
 def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """One draw uniform in log space between lo and hi (both > 0)."""
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
@@ -150,6 +154,7 @@ def merge_components(components: Sequence[np.ndarray], n_levels: int) -> list[np
 
 
 def union(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Voxelwise OR of equally shaped masks."""
     out = np.zeros_like(masks[0])
     for m in masks:
         out |= m

@@ -47,6 +47,7 @@ class AxisAlignment:
 
     @property
     def iop(self) -> list[float]:
+        """ImageOrientationPatient of this alignment (six direction cosines)."""
         return [float(self.sx), 0.0, 0.0, 0.0, float(self.sy), 0.0]
 
 

@@ -71,6 +71,7 @@ class DicomPatient:
 
     @property
     def study_uids(self) -> list[str]:
+        """Sorted StudyInstanceUIDs seen in this patient's files."""
         uids = {s.study_uid for s in self.ct_series.values()}
         uids |= {o.study_uid for o in self.rtstructs + self.rtplans + self.rtdoses}
         return sorted(uids)
