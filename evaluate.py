@@ -34,54 +34,6 @@ def main(cfg: DictConfig) -> dict | float | None:
     return run_job(lambda c: float(evaluate(c)[c.objective]), cfg, failed_value=float("nan"))
 
 
-def load_model(cfg: DictConfig):
-    """The checkpoint's module, its net rebuilt from the training run's config if found."""
-    from atp.models import DosePredictionModule
-
-    if cfg.ckpt_path is None:
-        raise ValueError("prediction=model needs ckpt_path=<checkpoint> (or prediction="
-                         "reference | <folder of predictions>)")
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint")
-    train_cfg_path = ckpt.parent.parent / "config.yaml"  # written by train.py
-    train_cfg = cfg
-    if train_cfg_path.is_file():
-        train_cfg = OmegaConf.load(train_cfg_path)
-        log.info("network rebuilt from %s", train_cfg_path)
-    else:
-        log.warning("%s not found: the network comes from this run's config", train_cfg_path)
-    try:
-        module = DosePredictionModule.load_from_checkpoint(
-            ckpt, map_location="cpu", net=instantiate(train_cfg.net),
-            loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer), scheduler=None)
-    except (RuntimeError, EOFError, KeyError, OSError) as exc:
-        raise ValueError(f"ckpt_path={ckpt}: not a readable checkpoint of this network "
-                         f"({type(exc).__name__}: {exc})") from exc
-    return module, train_cfg
-
-
-def predictor(cfg: DictConfig, data):
-    """``case -> predicted dose``: the model (``prediction=model``), the case's own dose
-    (``reference``: a perfect prediction) or a folder of files (``<patient id>.csv|.npy``)."""
-    from atp.io.loading import find_prediction, load_dose
-
-    if cfg.prediction == "model":
-        from atp.models.predict import predict_case
-
-        module, train_cfg = load_model(cfg)
-        include_ct = bool(train_cfg.data.include_ct)
-        return lambda case: predict_case(module, case, organs=data.organs,
-                                         include_ct=include_ct, mirror_to=data.mirror_to)
-    if cfg.prediction == "reference":
-        return lambda case: case.dose_gy
-    ids = [Path(f).stem for f in data.splits[cfg.split][: cfg.max_cases or None]]
-    for pid in ids:  # every file is there before any planning starts
-        find_prediction(cfg.prediction, pid)
-    return lambda case: load_dose(find_prediction(cfg.prediction, case.patient_id),
-                                  shape=case.shape)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     from atp.evaluation.criteria import criteria_sets
     from atp.evaluation.report import write_evaluation
@@ -89,6 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from atp.evaluation.workflow import WorkflowLog
     from atp.io.loading import load_any_case
     from atp.loggers import close_loggers, instantiate_group, log_evaluation
+    from atp.models.loading import ids_of, predictor
 
     out = Path(cfg.paths.output_dir)
     site = OmegaConf.to_container(cfg.site, resolve=True)
@@ -97,7 +50,8 @@ def evaluate(cfg: DictConfig) -> dict:
     data.prepare_data()
     data.setup("test")
     files = data.splits[cfg.split][: cfg.max_cases or None]
-    predict = predictor(cfg, data)
+    predict = predictor(cfg.prediction, ckpt_path=cfg.ckpt_path, patient_ids=ids_of(files),
+                        fallback_net_cfg=cfg.net)
     engine, settings = instantiate(cfg.engine), instantiate(cfg.planner)
     tol = OmegaConf.to_container(cfg.tolerance)
     criteria = criteria_sets(OmegaConf.to_container(cfg.get("criteria") or {}, resolve=True),

@@ -9,14 +9,18 @@ from atp.sites import CONF_DIR, REPO_ROOT
 __all__ = ["CONF_DIR", "REPO_ROOT", "print_config", "register_resolvers"]
 
 
-def _in_channels(organs, include_ct) -> int:
-    """Input channels of the network: organs, the targets' Rx map, optionally the CT."""
-    return len(organs) + 1 + int(bool(include_ct))
+def _in_channels(layout) -> int:
+    """Input channels of the network: those of the data's `atp.data.ChannelLayout`."""
+    from atp.data.channels import ChannelLayout
+
+    return ChannelLayout.from_dict(OmegaConf.to_container(layout, resolve=True)).n_channels
 
 
-def _roi_names(organs) -> list[str]:
-    """ROI channels of a batch: the organs, then the target union."""
-    return [*organs, "targets"]
+def _canonical_side(site_name) -> str | None:
+    """The side a site's cases are mirrored to for the network (breast: right), or None."""
+    from atp.data.channels import CANONICAL_SIDE
+
+    return CANONICAL_SIDE.get(str(site_name))
 
 
 def _mm(value) -> str:
@@ -36,7 +40,8 @@ def _institution(name, current):
 def register_resolvers() -> None:
     """Register the ``atp_*`` resolvers used by ``conf/`` (idempotent)."""
     for name, fn in (("atp_repo_root", lambda: str(REPO_ROOT)),
-                     ("atp_in_channels", _in_channels), ("atp_roi_names", _roi_names),
+                     ("atp_in_channels", _in_channels),
+                     ("atp_canonical_side", _canonical_side),
                      ("atp_mm", _mm), ("atp_institution", _institution)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

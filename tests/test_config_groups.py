@@ -108,7 +108,8 @@ def test_data_and_model_groups_instantiate(data, tmp_path):
     site = OmegaConf.to_container(cfg.site, resolve=True)
     dm = instantiate(cfg.data, site=site, _convert_="all")
     assert isinstance(dm, DoseDataModule)
-    assert type(dm).__name__ == "BreastDataModule"  # the site class where behaviour differs
+    assert dm.layout.mirror_to == "right"  # breast: left-sided cases mirrored to the right
     model = instantiate(cfg.model)
     assert isinstance(model, DosePredictionModule)
-    assert model.net.in_channels == len(dm.channel_names)
+    assert model.layout == dm.layout  # one layout for the data, the net and the checkpoint
+    assert model.net.in_channels == dm.layout.n_channels

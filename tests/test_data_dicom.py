@@ -27,8 +27,8 @@ def test_dicom_folder_is_imported_once_and_split(tmp_path):
     dm.setup("fit")
     assert len(dm.splits["train"]) == 2 and len(dm.splits["val"]) == 1
     sample = dm.dataset("train")[0]
-    assert sample["image"].shape[0] == len(dm.channel_names)
-    assert sample["rois"].shape[0] == len(dm.roi_names)
+    assert sample["image"].shape[0] == dm.layout.n_channels
+    assert sample["rois"].shape[0] == len(dm.layout.roi_names)
     # another data.root with the same cases_dir: refused, not silently reused
     other = tmp_path / "other"
     shutil.copytree(dicom, other)

@@ -1,4 +1,4 @@
-"""Dose-prediction losses: WMSE weighting rules, masked MAE/MSE, DVH loss, factory."""
+"""Dose-prediction losses: WMSE weighting rules, masked MAE/MSE, DVH loss, one signature."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from atp.losses import (  # noqa: E402
     MaskedMAELoss,
     MaskedMSELoss,
     WMSELoss,
-    build_loss,
     roi_stack,
     wmse_weights,
 )
@@ -43,7 +42,7 @@ def test_wmse_value_by_hand():
     w = wmse_weights(rois, body)
     expected_w = _vol([4, 4, 8 / 3, 8 / 3, 4, 4, 0, 0])
     torch.testing.assert_close(w, expected_w)
-    loss = WMSELoss()(pred, target, rois, body)
+    loss = WMSELoss()(pred, target, rois=rois, body=body)
     assert loss.item() == pytest.approx(6.5)
     # the same from precomputed weights
     assert WMSELoss()(pred, target, weights=w).item() == pytest.approx(6.5)
@@ -80,16 +79,16 @@ def test_body_minus_rois_region():
 def test_outside_body_excluded_or_weighted():
     pred, target, rois, body = _tiny_case()
     loss = WMSELoss()
-    base = loss(pred, target, rois, body)
+    base = loss(pred, target, rois=rois, body=body)
     pred2 = pred.clone()
     pred2[~body] += 100.0
-    assert loss(pred2, target, rois, body).item() == pytest.approx(base.item())
+    assert loss(pred2, target, rois=rois, body=body).item() == pytest.approx(base.item())
     # ROIs are clipped to the body: a ROI voxel outside it stays excluded
     rois2 = rois.clone()
     rois2[:, 0][~body[:, 0]] = True
-    assert loss(pred, target, rois2, body).item() == pytest.approx(base.item())
+    assert loss(pred, target, rois=rois2, body=body).item() == pytest.approx(base.item())
     # a configurable outside weight: 0.5 * (25 + 25) / 8 added
-    weighted = WMSELoss(outside_weight=0.5)(pred, target, rois, body)
+    weighted = WMSELoss(outside_weight=0.5)(pred, target, rois=rois, body=body)
     assert weighted.item() == pytest.approx(6.5 + 0.5 * 50 / 8)
 
 
@@ -123,8 +122,8 @@ def test_weights_per_sample_and_region_sum():
     torch.testing.assert_close(w[:1], wmse_weights(r1, b1))
     torch.testing.assert_close(w[1:], wmse_weights(r2, b2))
     loss = WMSELoss()
-    both = loss(pred, target, rois, body)
-    singles = [loss(pred[i:i + 1], target[i:i + 1], rois[i:i + 1], body[i:i + 1])
+    both = loss(pred, target, rois=rois, body=body)
+    singles = [loss(pred[i:i + 1], target[i:i + 1], rois=rois[i:i + 1], body=body[i:i + 1])
                for i in range(2)]
     assert both.item() == pytest.approx(sum(s.item() for s in singles) / 2)
     # without overlap the loss is the sum of the per-region MSEs
@@ -135,29 +134,40 @@ def test_weights_per_sample_and_region_sum():
 def test_gradients_flow_inside_body_only():
     pred, target, rois, body = _tiny_case()
     pred = pred.clone().requires_grad_(True)
-    WMSELoss()(pred, target, rois, body).backward()
+    WMSELoss()(pred, target, rois=rois, body=body).backward()
     # d/dp w (p - t)^2 / N = 2 w (p - t) / N: [2*4*1, 2*4*2, 2*8/3*3, 0, 2*4, 2*4] / 8
     expected = torch.tensor([1.0, 2.0, 2.0, 0.0, 1.0, 1.0])
     torch.testing.assert_close(pred.grad[body], expected)
     assert torch.all(pred.grad[~body] == 0)
     p2 = pred.detach().clone().requires_grad_(True)
-    MaskedMAELoss()(p2, target, body).backward()
+    MaskedMAELoss()(p2, target, body=body).backward()
     assert torch.all(p2.grad[~body] == 0) and torch.count_nonzero(p2.grad) > 0
+
+
+def _loss_from_config(name: str, **overrides):
+    """The loss as train.py builds it: ``conf/loss/<name>.yaml`` through Hydra."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from atp.config import CONF_DIR
+
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml"), overrides)
+    return instantiate(cfg)
 
 
 @pytest.mark.parametrize("name", ["wmse", "mae", "mse", "dvh"])
 def test_zero_loss_for_perfect_prediction(name):
     _, target, rois, body = _tiny_case()
-    loss = build_loss(name)
-    args = (rois,) if name == "dvh" else (rois, body) if name == "wmse" else (body,)
-    assert loss(target.clone(), target, *args).item() == pytest.approx(0.0, abs=1e-12)
+    loss = _loss_from_config(name)  # every loss takes the same call
+    assert loss(target.clone(), target, rois=rois, body=body).item() == \
+        pytest.approx(0.0, abs=1e-12)
 
 
 def test_masked_mae_mse_values():
     pred, target, _, body = _tiny_case()
     # body diffs [1, 2, 3, 0, 1, 1]: MAE = 8 / 6, MSE = 16 / 6
-    assert MaskedMAELoss()(pred, target, body).item() == pytest.approx(8 / 6)
-    assert MaskedMSELoss()(pred, target, body).item() == pytest.approx(16 / 6)
+    assert MaskedMAELoss()(pred, target, body=body).item() == pytest.approx(8 / 6)
+    assert MaskedMSELoss()(pred, target, body=body).item() == pytest.approx(16 / 6)
     # no body mask: all 8 voxels
     assert MaskedMSELoss()(pred, target).item() == pytest.approx(66 / 8)
 
@@ -168,26 +178,27 @@ def test_dvh_loss_is_differentiable_and_sensitive():
     rois = torch.rand(2, 3, 8, 8, 8) > 0.7
     rois[:, 2] = False  # an empty ROI is ignored
     loss = DVHLoss(n_bins=32)
-    small = loss(target + 1.0, target, rois)
-    large = loss(target + 10.0, target, rois)
+    small = loss(target + 1.0, target, rois=rois)
+    large = loss(target + 10.0, target, rois=rois)
     assert 0 < small.item() < large.item()
     pred = (target * 0.9).requires_grad_(True)
-    loss(pred, target, rois).backward()
+    loss(pred, target, rois=rois).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
 def test_shape_errors_are_clear():
     pred, target, rois, body = _tiny_case()
     with pytest.raises(ValueError, match="pred and target shapes differ"):
-        WMSELoss()(pred, target[..., :2], rois, body)
+        WMSELoss()(pred, target[..., :2], rois=rois, body=body)
     with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
         MaskedMSELoss()(pred.repeat(1, 2, 1, 1, 1), target.repeat(1, 2, 1, 1, 1))
-    with pytest.raises(ValueError, match="roi_masks must have shape"):
-        WMSELoss()(pred, target, rois[..., :2], body)
-    with pytest.raises(ValueError, match="body_mask must have shape"):
-        MaskedMAELoss()(pred, target, body[..., :3])
-    with pytest.raises(ValueError, match="needs roi_masks"):
+    with pytest.raises(ValueError, match="rois must have shape"):
+        WMSELoss()(pred, target, rois=rois[..., :2], body=body)
+    with pytest.raises(ValueError, match="body must have shape"):
+        MaskedMAELoss()(pred, target, body=body[..., :3])
+    with pytest.raises(ValueError, match="needs rois"):
         WMSELoss()(pred, target)
-    with pytest.raises(ValueError, match="unknown loss 'foo'"):
-        build_loss("foo")
-    assert isinstance(build_loss("WMSE", outside_weight=0.1), WMSELoss)
+    with pytest.raises(ValueError, match="needs rois"):
+        DVHLoss()(pred, target, body=body)
+    loss = _loss_from_config("wmse", outside_weight=0.1)
+    assert isinstance(loss, WMSELoss) and loss.outside_weight == 0.1

@@ -87,7 +87,7 @@ def broken_root(openkbp_dir, tmp_path):
     root = tmp_path / "train-pats"
     for name in ("pt_1", "pt_2", "pt_3", "pt_4", "pt_5"):
         shutil.copytree(src, root / name)
-    (root / "pt_2" / "dose.csv").unlink()
+    (root / "pt_2" / "possible_dose_mask.csv").unlink()
     ct = (root / "pt_3" / "ct.csv").read_text()
     (root / "pt_3" / "ct.csv").write_text(ct[: len(ct) // 2])  # cut mid-line
     with open(root / "pt_4" / "PTV70.csv", "a") as fh:
@@ -100,7 +100,7 @@ def broken_root(openkbp_dir, tmp_path):
 @pytest.mark.parametrize(
     ("patient", "file", "words"),
     [
-        ("pt_2", "dose.csv", "missing"),
+        ("pt_2", "possible_dose_mask.csv", "missing"),
         ("pt_3", "ct.csv", "truncated"),
         ("pt_4", "PTV70.csv", "outside the 128^3 grid"),
         ("pt_5", "dose.csv", "non-numeric"),
@@ -119,3 +119,12 @@ def test_batch_loader_skips_broken_patients_with_one_warning_each(broken_root, c
     assert sorted(p.split("/")[-1] for p in report.skipped) == ["pt_2", "pt_3", "pt_4", "pt_5"]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 4
+
+
+def test_a_test_phase_folder_without_dose_loads(openkbp_dir, tmp_path):
+    """The challenge's test-phase folders have no dose.csv: the case has no dose."""
+    folder = tmp_path / "test-pats" / "pt_1"
+    shutil.copytree(openkbp_dir / "train-pats" / "pt_1", folder)
+    (folder / "dose.csv").unlink()
+    case = openkbp.load_openkbp_patient(folder)
+    assert case.dose_gy is None and case.dose_mask is not None and case.prescriptions

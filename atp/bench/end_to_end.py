@@ -28,7 +28,7 @@ def time_case(name, case, beam_cfg, site, module, organs) -> dict:
     from atp.planning.setup import goal_list_for
 
     t0 = time.perf_counter()
-    predicted = predict_case(module, case, organs=organs, include_ct=True)
+    predicted = predict_case(module, case)
     t1 = time.perf_counter()
     beams = beams_from_config(beam_cfg, isocenter_mm=default_isocenter_mm(case),
                               laterality=case.metadata.get("laterality"))
@@ -50,16 +50,17 @@ def time_case(name, case, beam_cfg, site, module, organs) -> dict:
 def build_module(site: dict, *, patch: int = 128):
     import torch
 
+    from atp.data import ChannelLayout
     from atp.losses import WMSELoss
     from atp.models import DosePredictionModule
     from atp.nets import CADUNet
 
     torch.manual_seed(2020)
-    net = CADUNet(spatial_dims=3, in_channels=len(site["organs"]) + 2, out_channels=1,
+    layout = ChannelLayout.for_site(site)
+    net = CADUNet(spatial_dims=3, in_channels=layout.n_channels, out_channels=1,
                   features=(32, 64, 128, 256, 512))
     return DosePredictionModule(net=net, loss=WMSELoss(), optimizer=torch.optim.Adam,
-                                reference_rx_gy=site["reference_rx_gy"],
-                                roi_names=[*site["organs"], "targets"],
+                                layout=layout.to_dict(),
                                 patch_size=(patch, patch, patch))
 
 

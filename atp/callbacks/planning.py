@@ -68,10 +68,9 @@ class GoalGuidedPlanning(pl.Callback):
         p1, goals, diffs = [], [], []
         for i, path in enumerate(dm.splits["val"][: self.n_cases]):
             case = load_any_case(path, site=site["name"])
-            ev = evaluate_case(case, lambda c: predict_case(
-                module, c, organs=dm.organs, include_ct=dm.include_ct,
-                mirror_to=dm.mirror_to), site_cfg=site, institution=self.institution,
-                engine=self.engine, settings=self.settings)
+            ev = evaluate_case(case, lambda c: predict_case(module, c), site_cfg=site,
+                               institution=self.institution, engine=self.engine,
+                               settings=self.settings)
             p1.append(ev.atp.all_p1_met)
             goals.append(ev.atp.n_goals_met / max(len(ev.atp.report), 1))
             if case.dose_gy is not None:

@@ -1,16 +1,16 @@
 """Data for the dose-prediction network (DL layer: torch and Lightning)."""
 
 from atp.data.augment import build_augmentation
-from atp.data.channels import case_arrays, input_channels, postprocess_dose
-from atp.data.datamodule import (
-    BreastDataModule,
-    DoseDataModule,
-    datamodule_for_site,
+from atp.data.channels import (
+    ChannelLayout,
+    CompactCase,
+    mirror_permutation,
+    postprocess_dose,
 )
-from atp.data.dataset import CaseDataset, mirror_permutation, unmirror
+from atp.data.datamodule import DoseDataModule, datamodule_for_site, seed_worker
+from atp.data.dataset import CaseDataset
 
 __all__ = [
-    "BreastDataModule", "CaseDataset", "DoseDataModule", "build_augmentation",
-    "case_arrays", "datamodule_for_site", "input_channels", "mirror_permutation",
-    "postprocess_dose", "unmirror",
+    "CaseDataset", "ChannelLayout", "CompactCase", "DoseDataModule", "build_augmentation",
+    "datamodule_for_site", "mirror_permutation", "postprocess_dose", "seed_worker",
 ]

@@ -1,15 +1,16 @@
-"""Lightning data modules: one per site, over the synthetic cohort, OpenKBP or a folder.
+"""Lightning data module: the cases of one site, from the synthetic cohort, OpenKBP or a folder.
 
-The base class reads cases through `CaseDataset`; a site class exists only where the
-behaviour differs (breast: left-sided cases are mirrored to a canonical right side).
-`datamodule_for_site` picks the class for a site, so configs stay free of code choices.
+Cases are read through `CaseDataset` with the module's `ChannelLayout` (the network's
+input channels; it also mirrors left-sided breast cases to the right). Training draws
+patches with the configured sampler (`atp.data.augment`); every DataLoader worker gets its
+own random stream (`seed_worker`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from atp.cases import CaseError
-from atp.data.channels import input_channels
+from atp.data.augment import build_augmentation
+from atp.data.channels import ChannelLayout
 from atp.data.dataset import CaseDataset
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ class DoseDataModule(pl.LightningDataModule):
     ----------
     site : mapping
         The site config (``name``, ``organs``, ``reference_rx_gy``, ...).
+    layout : mapping, optional
+        The `ChannelLayout` fields (``organs``, ``reference_rx_gy``, ``include_ct``,
+        ``mirror_to``, ``downsample``); default: the site's organs with the CT.
     source : {"synthetic", "openkbp", "folder", "dicom"}
     root : path
         The cohort folder (with ``manifest.json``), the OpenKBP folder (``train-pats``,
@@ -46,12 +51,11 @@ class DoseDataModule(pl.LightningDataModule):
         ``institution`` gives the beams and prescriptions).
     """
 
-    mirror_to: str | None = None
-
-    def __init__(self, *, site: Mapping, source: str, root: str, include_ct: bool = True,
+    def __init__(self, *, site: Mapping, source: str, root: str,
+                 layout: Mapping | None = None,
                  patch_size: Sequence[int] = (64, 64, 64), batch_size: int = 2,
                  iterations_per_epoch: int = 500, num_workers: int = 0,
-                 augmentation: Callable[[dict], dict] | None = None,
+                 augmentation=None,
                  required_rois: Sequence[str] = (), val_fraction: float = 0.2,
                  cohort: Mapping | None = None, institution: Mapping | None = None,
                  seed: int = 2020, max_cases: int | None = None,
@@ -62,7 +66,8 @@ class DoseDataModule(pl.LightningDataModule):
         self.site = dict(site)
         self.source = source
         self.root = Path(root)
-        self.include_ct = include_ct
+        self.layout = ChannelLayout.from_dict(layout) if layout is not None else \
+            ChannelLayout.for_site(site)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = batch_size
         self.iterations_per_epoch = iterations_per_epoch
@@ -77,23 +82,6 @@ class DoseDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[Path]] = {}
         self.cases_dir = Path(cases_dir) if cases_dir else self.root / "atp_cases"
         self.spacing_mm = float(spacing_mm)
-
-    # ------------------------------------------------------------------ facts
-    @property
-    def organs(self) -> list[str]:
-        return list(self.site["organs"])
-
-    @property
-    def reference_rx_gy(self) -> float:
-        return float(self.site["reference_rx_gy"])
-
-    @property
-    def channel_names(self) -> list[str]:
-        return input_channels(self.organs, include_ct=self.include_ct)
-
-    @property
-    def roi_names(self) -> list[str]:
-        return self.organs + ["targets"]
 
     # ------------------------------------------------------------------ splits
     def prepare_data(self) -> None:
@@ -134,7 +122,7 @@ class DoseDataModule(pl.LightningDataModule):
         elif self.source == "openkbp":
             from atp.io.openkbp import patient_folders
 
-            folders = patient_folders(self.root)
+            folders = complete_folders(patient_folders(self.root))
             self.splits["train"] = [f for f in folders if f.parent.name == "train-pats"]
             self.splits["val"] = [f for f in folders if f.parent.name == "validation-pats"]
             self.splits["test"] = [f for f in folders if f.parent.name == "test-pats"] or \
@@ -157,52 +145,70 @@ class DoseDataModule(pl.LightningDataModule):
                  {k: len(v) for k, v in self.splits.items()})
 
     def dataset(self, split: str, *, transform=None) -> CaseDataset:
-        return CaseDataset(self.splits[split], site=self.site["name"], organs=self.organs,
-                           reference_rx_gy=self.reference_rx_gy, include_ct=self.include_ct,
-                           required=self.required_rois, transform=transform,
-                           mirror_to=self.mirror_to)
+        return CaseDataset(self.splits[split], site=self.site["name"], layout=self.layout,
+                           required=self.required_rois, transform=transform)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train", transform=self.augmentation or _pad_crop(self.patch_size))
+        sampler = self.augmentation or build_augmentation("none", patch_size=self.patch_size,
+                                                          seed=self.seed)
+        ds = self.dataset("train", transform=sampler)
         n = self.iterations_per_epoch * self.batch_size
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
                           sampler=RandomSampler(ds, replacement=True, num_samples=n,
                                                 generator=gen),
-                          persistent_workers=self.num_workers > 0, collate_fn=collate)
+                          persistent_workers=self.num_workers > 0, collate_fn=collate,
+                          worker_init_fn=seed_worker)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("val"), batch_size=1, num_workers=self.num_workers,
-                          collate_fn=collate)
+                          collate_fn=collate, worker_init_fn=seed_worker)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("test"), batch_size=1, num_workers=self.num_workers,
-                          collate_fn=collate)
+                          collate_fn=collate, worker_init_fn=seed_worker)
 
     def mean_training_dose(self) -> float:
         """Mean normalized dose inside the body over the training cases (a baseline)."""
         ds = self.dataset("train")
         total, count = 0.0, 0
         for i in range(len(ds)):
-            s = ds.load(i)
-            total += float(s["dose"][s["body"]].sum(dtype=np.float64))
-            count += int(s["body"].sum())
+            cc = ds.load(i)
+            total += float(cc.dose[cc.body].sum(dtype=np.float64))
+            count += int(cc.body.sum())
         return total / max(count, 1)
 
 
-class BreastDataModule(DoseDataModule):
-    """Breast: left-sided cases are mirrored to the right before they reach the network."""
-
-    mirror_to = "right"
-
-
-SITE_CLASSES: dict[str, type[DoseDataModule]] = {"breast": BreastDataModule}
-
-
 def datamodule_for_site(*, site: Mapping, **kwargs) -> DoseDataModule:
-    """The data module class for ``site['name']`` (the base class unless it differs)."""
-    return SITE_CLASSES.get(site["name"], DoseDataModule)(site=site, **kwargs)
+    """The data module of a site (one class: the site's differences are in its layout)."""
+    return DoseDataModule(site=site, **kwargs)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the patch sampler of each worker draws from its own
+    stream, seeded with the worker's seed (torch's generator, which TorchIO uses, is
+    already seeded per worker by the DataLoader)."""
+    info = torch.utils.data.get_worker_info()
+    seed = int(info.seed) if info is not None else int(torch.initial_seed())
+    transform = getattr(getattr(info, "dataset", None), "transform", None)
+    if hasattr(transform, "reseed"):
+        transform.reseed(seed)
+
+
+def complete_folders(folders: Sequence[Path]) -> list[Path]:
+    """OpenKBP patient folders with every file training needs; the others are skipped with
+    a warning naming what is missing."""
+    from atp.io.openkbp import REQUIRED_FILES
+
+    keep = []
+    for folder in folders:
+        missing = [n for n in (*REQUIRED_FILES, "dose.csv") if not (folder / n).is_file()]
+        if missing:
+            log.warning("skipping OpenKBP patient %s: missing %s", folder, ", ".join(missing))
+        else:
+            keep.append(folder)
+    return keep
 
 
 def collate(samples: list[dict]) -> dict:
@@ -216,9 +222,3 @@ def collate(samples: list[dict]) -> dict:
 
 def _hash01(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
-
-
-def _pad_crop(patch_size):
-    from atp.data.augment import build_augmentation
-
-    return build_augmentation("none", patch_size=patch_size)

@@ -32,7 +32,9 @@ GRID_SHAPE = (128, 128, 128)
 N_VOXELS = int(np.prod(GRID_SHAPE))
 N_FRACTIONS = 35
 CT_OFFSET = 1024.0
-REQUIRED_FILES = ("ct.csv", "dose.csv", "possible_dose_mask.csv", "voxel_dimensions.csv")
+#: every patient folder has these; ``dose.csv`` is optional (the challenge's test phase
+#: has none): a folder without it loads as a case without a dose
+REQUIRED_FILES = ("ct.csv", "possible_dose_mask.csv", "voxel_dimensions.csv")
 
 
 def to_zyx(a: np.ndarray) -> np.ndarray:
@@ -113,7 +115,8 @@ def load_openkbp_patient(folder: str | os.PathLike, *, site: str = "npc") -> Pat
     """Read one OpenKBP patient folder into a validated `PatientCase`.
 
     Every file is parsed before the case is built, so an incomplete folder raises
-    `CaseError` (naming the file) and never yields a half-built case.
+    `CaseError` (naming the file) and never yields a half-built case. Without
+    ``dose.csv`` the case has no dose (``dose_gy`` is None).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -123,10 +126,13 @@ def load_openkbp_patient(folder: str | os.PathLike, *, site: str = "npc") -> Pat
             raise CaseError(str(folder / name), "file", "missing (incomplete patient folder)")
     spacing_zyx = read_voxel_dimensions(folder / "voxel_dimensions.csv")
     ct_idx, ct_val = read_sparse_csv(folder / "ct.csv", with_values=True)
-    dose_idx, dose_val = read_sparse_csv(folder / "dose.csv", with_values=True)
+    dose = None
+    if (folder / "dose.csv").is_file():
+        dose_idx, dose_val = read_sparse_csv(folder / "dose.csv", with_values=True)
+        if dose_val.size and dose_val.min() < 0:
+            raise CaseError(str(folder / "dose.csv"), "data", "negative dose")
+        dose = _dense(dose_idx, dose_val)
     pdm_idx, _ = read_sparse_csv(folder / "possible_dose_mask.csv", with_values=False)
-    if dose_val.size and dose_val.min() < 0:
-        raise CaseError(str(folder / "dose.csv"), "data", "negative dose")
     rois: dict[str, Roi] = {}
     prescriptions: list[Prescription] = []
     for stem, canonical in OPENKBP_ROIS.items():
@@ -154,7 +160,7 @@ def load_openkbp_patient(folder: str | os.PathLike, *, site: str = "npc") -> Pat
         origin_mm=(0.0, 0.0, 0.0),
         rois=rois,
         prescriptions=tuple(prescriptions),
-        dose_gy=_dense(dose_idx, dose_val),
+        dose_gy=dose,
         dose_mask=dose_mask,
         site=site,
         metadata={"source": "openkbp", "folder": str(folder),

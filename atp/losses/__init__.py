@@ -5,10 +5,8 @@ from atp.losses.dose_losses import (
     MaskedMAELoss,
     MaskedMSELoss,
     WMSELoss,
-    build_loss,
     roi_stack,
     wmse_weights,
 )
 
-__all__ = ["DVHLoss", "MaskedMAELoss", "MaskedMSELoss", "WMSELoss", "build_loss", "roi_stack",
-           "wmse_weights"]
+__all__ = ["DVHLoss", "MaskedMAELoss", "MaskedMSELoss", "WMSELoss", "roi_stack", "wmse_weights"]

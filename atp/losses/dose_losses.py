@@ -1,7 +1,10 @@
 """Loss functions for dose prediction.
 
-All losses take tensors shaped ``(B, 1, *spatial)`` (``spatial`` = D, H, W, or H, W) and
-return a scalar averaged over the batch.
+All losses share one signature, ``loss(pred, target, *, rois=None, body=None)``: ``pred``
+and ``target`` shaped ``(B, 1, *spatial)`` (``spatial`` = D, H, W, or H, W), ``rois`` the
+``(B, R, *spatial)`` ROI masks (organs, then the target union) and ``body`` the
+``(B, 1, *spatial)`` body mask; each loss uses the masks it needs and returns a scalar
+averaged over the batch. Configs pick a loss (``conf/loss/*.yaml``).
 
 Weighted MSE (:class:`WMSELoss`, :func:`wmse_weights`)
     ``L_b = (1 / N) * sum_v w_v * (pred_v - target_v) ** 2`` with ``N`` the number of voxels
@@ -24,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DVHLoss", "MaskedMAELoss", "MaskedMSELoss", "WMSELoss", "build_loss",
-           "roi_stack", "wmse_weights"]
+__all__ = ["DVHLoss", "MaskedMAELoss", "MaskedMSELoss", "WMSELoss", "roi_stack",
+           "wmse_weights"]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -51,7 +54,7 @@ def _body(body_mask: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
     """Boolean body mask ``(B, 1, *spatial)``; ``None`` means every voxel."""
     if body_mask is None:
         return torch.ones((ref.shape[0], 1, *ref.shape[2:]), dtype=torch.bool, device=ref.device)
-    _check_mask(body_mask, ref, "body_mask")
+    _check_mask(body_mask, ref, "body")
     return body_mask > 0.5 if body_mask.is_floating_point() else body_mask.bool()
 
 
@@ -127,8 +130,8 @@ class WMSELoss(nn.Module):
     outside_weight : float
         Weight of voxels outside the body (0 excludes them).
 
-    Call as ``loss(pred, target, roi_masks, body_mask=None)`` or, with weights precomputed
-    by :func:`wmse_weights` (e.g. in the data loader), ``loss(pred, target, weights=w)``.
+    Call as ``loss(pred, target, rois=..., body=None)`` or, with weights precomputed by
+    :func:`wmse_weights` (e.g. in the data loader), ``loss(pred, target, weights=w)``.
     See the module docstring for the rules and the normalisation.
     """
 
@@ -136,15 +139,15 @@ class WMSELoss(nn.Module):
         super().__init__()
         self.outside_weight = float(outside_weight)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                roi_masks: torch.Tensor | None = None, body_mask: torch.Tensor | None = None,
-                *, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *,
+                rois: torch.Tensor | None = None, body: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
         _check_pair(pred, target)
         if weights is None:
-            if roi_masks is None:
-                raise ValueError("WMSELoss needs roi_masks (or precomputed weights=)")
-            _check_mask(roi_masks, pred, "roi_masks", multi=True)
-            weights = wmse_weights(roi_masks, body_mask, outside_weight=self.outside_weight)
+            if rois is None:
+                raise ValueError("WMSELoss needs rois (or precomputed weights=)")
+            _check_mask(rois, pred, "rois", multi=True)
+            weights = wmse_weights(rois, body, outside_weight=self.outside_weight)
         else:
             _check_mask(weights, pred, "weights")
         sq = weights.to(pred.dtype) * (pred - target) ** 2
@@ -155,10 +158,11 @@ class _MaskedLoss(nn.Module):
     def _err(self, diff: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                body_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *,
+                rois: torch.Tensor | None = None,
+                body: torch.Tensor | None = None) -> torch.Tensor:
         _check_pair(pred, target)
-        mask = _body(body_mask, pred).to(pred.dtype)
+        mask = _body(body, pred).to(pred.dtype)
         err = (self._err(pred - target) * mask).flatten(1).sum(dim=1)
         return (err / mask.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
 
@@ -166,8 +170,8 @@ class _MaskedLoss(nn.Module):
 class MaskedMAELoss(_MaskedLoss):
     """Mean absolute error over the body voxels of each sample, averaged over the batch.
 
-    Call as ``loss(pred, target, body_mask=None)``; ``None`` uses every voxel. A sample with
-    an empty body contributes 0.
+    Call as ``loss(pred, target, body=None)`` (``rois`` is ignored); ``None`` uses every
+    voxel. A sample with an empty body contributes 0.
     """
 
     def _err(self, diff: torch.Tensor) -> torch.Tensor:
@@ -177,7 +181,8 @@ class MaskedMAELoss(_MaskedLoss):
 class MaskedMSELoss(_MaskedLoss):
     """Mean squared error over the body voxels of each sample, averaged over the batch.
 
-    Call as ``loss(pred, target, body_mask=None)``; ``None`` uses every voxel.
+    Call as ``loss(pred, target, body=None)`` (``rois`` is ignored); ``None`` uses every
+    voxel.
     """
 
     def _err(self, diff: torch.Tensor) -> torch.Tensor:
@@ -201,8 +206,8 @@ class DVHLoss(nn.Module):
     softness : float
         Sigmoid temperature in bin widths (smaller is sharper).
 
-    Call as ``loss(pred, target, roi_masks)`` with masks or a label map as in
-    :func:`wmse_weights`.
+    Call as ``loss(pred, target, rois=...)`` with masks or a label map as in
+    :func:`wmse_weights` (``body`` is ignored).
     """
 
     def __init__(self, *, n_bins: int = 64, max_dose: float | None = None,
@@ -212,11 +217,14 @@ class DVHLoss(nn.Module):
             raise ValueError(f"need n_bins >= 2 and softness > 0, got {n_bins}, {softness}")
         self.n_bins, self.max_dose, self.softness = int(n_bins), max_dose, float(softness)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                roi_masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *,
+                rois: torch.Tensor | None = None,
+                body: torch.Tensor | None = None) -> torch.Tensor:
         _check_pair(pred, target)
-        _check_mask(roi_masks, pred, "roi_masks", multi=True)
-        rois = roi_stack(roi_masks)
+        if rois is None:
+            raise ValueError("DVHLoss needs rois")
+        _check_mask(rois, pred, "rois", multi=True)
+        rois = roi_stack(rois)
         terms = []
         for b in range(pred.shape[0]):
             top = self.max_dose or float(target[b].detach().max()) * 1.05
@@ -234,19 +242,3 @@ class DVHLoss(nn.Module):
         if not terms:
             return pred.sum() * 0.0
         return torch.stack(terms).mean()
-
-
-_LOSSES: dict[str, type[nn.Module]] = {
-    "wmse": WMSELoss, "mae": MaskedMAELoss, "mse": MaskedMSELoss, "dvh": DVHLoss,
-}
-
-
-def build_loss(name: str, **kwargs) -> nn.Module:
-    """Build a loss by name: ``"wmse"``, ``"mae"``, ``"mse"`` or ``"dvh"`` (case-insensitive).
-
-    Keyword arguments go to the loss constructor.
-    """
-    key = name.lower().strip()
-    if key not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(_LOSSES)}")
-    return _LOSSES[key](**kwargs)

@@ -8,15 +8,15 @@ DVH scores (the body stands in for the possible-dose mask).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from atp.data.channels import ChannelLayout
 from atp.dosimetry import dose_score, dvh_score, openkbp_dvh_metrics
-from atp.losses import DVHLoss, WMSELoss
 
 
 class DosePredictionModule(pl.LightningModule):
@@ -24,36 +24,48 @@ class DosePredictionModule(pl.LightningModule):
     ----------
     net : nn.Module
         Maps (B, C, z, y, x) inputs to (B, 1, z, y, x) normalized dose.
-    loss : nn.Module
-        ``wmse`` losses are called with the ROI masks and body, others with the body.
-    optimizer, scheduler : callables
+    layout : mapping
+        The `ChannelLayout` fields of the input (saved in the checkpoint): the network
+        works in dose / ``reference_rx_gy``; ``roi_names`` name the ROI masks of a batch.
+    loss : nn.Module, optional
+        Called as ``loss(pred, target, rois=..., body=...)`` (`atp.losses`); not needed
+        for prediction.
+    optimizer, scheduler : callables, optional
         ``optimizer(params)`` and ``scheduler(optimizer)`` (Hydra ``_partial_``).
-    reference_rx_gy : float
-        The site's reference prescription: the network works in dose / reference_rx.
-    roi_names : sequence of str
-        Names of the ROI channels of a batch (organs, then ``targets``).
     patch_size : sequence of int
         Sliding-window size for whole-volume inference.
+    reference_rx_gy, roi_names :
+        Only from checkpoints saved before the layout was (they are turned into one).
     """
 
-    def __init__(self, *, net: nn.Module, loss: nn.Module, optimizer: Callable,
-                 scheduler: Callable | None = None, reference_rx_gy: float,
-                 roi_names: Sequence[str], patch_size: Sequence[int],
+    def __init__(self, *, net: nn.Module, layout: Mapping | None = None,
+                 loss: nn.Module | None = None, optimizer: Callable | None = None,
+                 scheduler: Callable | None = None, patch_size: Sequence[int],
                  sw_overlap: float = 0.25, bf16: bool = False,
-                 baseline_dose: float | None = None):
+                 baseline_dose: float | None = None, reference_rx_gy: float | None = None,
+                 roi_names: Sequence[str] | None = None):
         super().__init__()
+        if layout is None:
+            if roi_names is None or reference_rx_gy is None:
+                raise ValueError("DosePredictionModule needs a channel layout (layout=...)")
+            in_channels = getattr(net, "in_channels", None) or next(
+                m.in_channels for m in net.modules() if hasattr(m, "in_channels"))
+            self.layout = ChannelLayout.from_legacy(
+                roi_names=roi_names, reference_rx_gy=reference_rx_gy, in_channels=in_channels)
+        else:
+            self.layout = ChannelLayout.from_dict(layout)
         # plain types, so that checkpoints load with torch's weights-only unpickler
-        roi_names = [str(n) for n in roi_names]
+        layout = self.layout.to_dict()
         patch_size = [int(p) for p in patch_size]
-        reference_rx_gy = float(reference_rx_gy)
         baseline_dose = None if baseline_dose is None else float(baseline_dose)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler",
+                                          "reference_rx_gy", "roi_names"])
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.reference_rx_gy = float(reference_rx_gy)
-        self.roi_names = list(roi_names)
+        self.reference_rx_gy = self.layout.reference_rx_gy
+        self.roi_names = self.layout.roi_names
         self.patch_size = tuple(int(p) for p in patch_size)
         self.sw_overlap = sw_overlap
         self.bf16 = bf16
@@ -67,12 +79,7 @@ class DosePredictionModule(pl.LightningModule):
         return self.net(image)
 
     def _loss(self, pred, batch):
-        """Call the loss with the masks it takes (WMSE: ROIs + body; DVH: ROIs; else body)."""
-        if isinstance(self.loss_fn, WMSELoss):
-            return self.loss_fn(pred, batch["dose"], batch["rois"], batch["body"])
-        if isinstance(self.loss_fn, DVHLoss):
-            return self.loss_fn(pred, batch["dose"], batch["rois"])
-        return self.loss_fn(pred, batch["dose"], batch["body"])
+        return self.loss_fn(pred, batch["dose"], rois=batch["rois"], body=batch["body"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pred = self(batch["image"])
@@ -88,7 +95,8 @@ class DosePredictionModule(pl.LightningModule):
         pred = sliding_window_inference(image, roi_size=self.patch_size, sw_batch_size=1,
                                         predictor=self, overlap=self.sw_overlap,
                                         mode="gaussian", padding_mode="constant")
-        rx = image[:, len(self.roi_names) - 1: len(self.roi_names)]  # the targets_rx channel
+        k = self.layout.rx_channel
+        rx = image[:, k: k + 1]
         pred = torch.where(rx > 0, rx, pred.clamp_min(0.0))
         return pred * body.to(pred.dtype)
 

@@ -1,34 +1,66 @@
-"""Whole-volume dose prediction for one case with a trained `DosePredictionModule`."""
+"""Whole-volume dose prediction with a trained `DosePredictionModule`.
+
+`load_module` rebuilds a module from a checkpoint (the network from the training run's
+``config.yaml`` next to it, the channel layout from the checkpoint itself); `predict_case`
+predicts one case with the layout the network was trained on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from atp.cases import PatientCase
-from atp.data.channels import case_arrays, postprocess_dose
-from atp.data.dataset import mirror_permutation
+from atp.data.channels import postprocess_dose
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_case(module, case: PatientCase, *, organs: Sequence[str], include_ct: bool,
-                 mirror_to: str | None = None) -> np.ndarray:
-    """Predicted dose (Gy, float32) on the case grid, post-processed as in the study."""
-    arrays = case_arrays(case, organs=organs, reference_rx_gy=module.reference_rx_gy,
-                         include_ct=include_ct)
-    image, body = arrays["image"], arrays["body"]
-    mirrored = bool(mirror_to and case.metadata.get("laterality") not in (None, mirror_to))
-    if mirrored:
-        n = len(organs)
-        image = np.flip(image, axis=-1)
-        image = np.concatenate([image[mirror_permutation(organs)], image[n:]])
-        body = np.flip(body, axis=-1)
+def predict_case(module, case: PatientCase) -> np.ndarray:
+    """Predicted dose (Gy, float32) on the case grid, post-processed as in the study.
+
+    The module's `ChannelLayout` builds the input (mirrored and downsampled as in
+    training); the prediction is brought back to the case grid before post-processing.
+    """
+    layout = module.layout
+    cc = layout.compact(case, with_dose=False)
+    arrays = layout.region(cc)
     module.eval()
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(module.device)
-    b = torch.from_numpy(np.ascontiguousarray(body))[None].to(module.device)
-    pred = module.predict_volume(x, b)[0, 0].float().cpu().numpy() * module.reference_rx_gy
-    if mirrored:
-        pred = np.flip(pred, axis=-1)
-    return postprocess_dose(np.ascontiguousarray(pred), case)
+    x = torch.from_numpy(arrays["image"])[None].to(module.device)
+    b = torch.from_numpy(arrays["body"])[None].to(module.device)
+    pred = module.predict_volume(x, b)[0, 0].float().cpu().numpy() * layout.reference_rx_gy
+    return postprocess_dose(layout.to_case_grid(pred, cc), case)
+
+
+def load_module(ckpt_path: str | os.PathLike, *, net_cfg=None, map_location: str = "cpu"):
+    """The `DosePredictionModule` of a checkpoint, ready to predict.
+
+    The network is built from ``net_cfg`` (a Hydra node) or else from the training run's
+    ``config.yaml`` (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``). Checkpoints
+    saved before the channel layout was stored get one from their ``roi_names``.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from atp.models.dose_module import DosePredictionModule
+
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint")
+    if net_cfg is None:
+        run_cfg = ckpt.parent.parent / "config.yaml"
+        if not run_cfg.is_file():
+            raise FileNotFoundError(f"{run_cfg}: the training run's config (written by "
+                                    f"train.py) is needed to rebuild the network of {ckpt}")
+        net_cfg = OmegaConf.load(run_cfg).net
+    try:
+        return DosePredictionModule.load_from_checkpoint(
+            ckpt, map_location=map_location, net=instantiate(net_cfg), weights_only=True)
+    except (RuntimeError, EOFError, KeyError, OSError) as exc:
+        raise ValueError(f"ckpt_path={ckpt}: not a readable checkpoint of this network "
+                         f"({type(exc).__name__}: {exc})") from exc
