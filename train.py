@@ -53,7 +53,9 @@ def train(cfg: DictConfig) -> dict:
     data = instantiate(cfg.data, site=site, _convert_="all")
     data.prepare_data()
     data.setup("fit")
-    model = instantiate(cfg.model, baseline_dose=data.mean_training_dose())
+    # the data module's layout: a distance prior is fitted on the training cases by setup
+    model = instantiate(cfg.model, baseline_dose=data.mean_training_dose(),
+                        layout=data.layout.to_dict())
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                           logger=loggers or False)

@@ -153,3 +153,70 @@ def test_checkpoint_round_trip_of_the_layout(tiny_checkpoint, tmp_path):
     case = load_any_case(dm.splits["val"][0])
     a, b = predict_case(module, case), predict_case(legacy, case)
     assert a.shape == case.shape and np.array_equal(a, b)
+
+
+def test_distance_prior_channel_and_its_full_resolution():
+    import dataclasses
+
+    from atp.baselines import DistanceBaseline
+
+    case = _case()
+    layout = ChannelLayout(organs=("lung_l",), reference_rx_gy=60.0, prior="distance")
+    assert layout.names == ["lung_l", "targets_rx", "prior", "ct"]
+    assert layout.prior_channel == 2 and layout.rx_channel == 1
+    with pytest.raises(ValueError, match="not fitted"):
+        layout.compact(case)
+    fitted = layout.fit_prior([case])
+    assert ChannelLayout.from_dict(fitted.to_dict()) == fitted  # plain lists in a checkpoint
+    expected = DistanceBaseline.fit([case]).predict(case) / 60.0
+    arrays = fitted.region(fitted.compact(case))
+    np.testing.assert_allclose(arrays["image"][2], expected, rtol=1e-6)
+    # on a coarse grid only the network's correction is upsampled: a prediction equal to
+    # the coarse prior (no correction) comes back as the full-resolution prior
+    coarse = dataclasses.replace(fitted, downsample=2)
+    cc = coarse.compact(case)
+    np.testing.assert_allclose(coarse.to_case_grid(cc.prior, cc, case=case), expected,
+                               atol=1e-6)
+
+
+def test_the_network_starts_from_the_prior():
+    from atp.models import DosePredictionModule
+    from atp.nets import CADUNet
+
+    layout = ChannelLayout(organs=("lung_l",), reference_rx_gy=60.0, prior="distance")
+    layout = layout.fit_prior([_case()])
+    net = CADUNet(3, layout.n_channels, 1, features=(4, 8), out_act=None)
+    module = DosePredictionModule(net=net, layout=layout.to_dict(), patch_size=(8, 8, 8))
+    x = torch.rand(1, layout.n_channels, 8, 8, 8)
+    torch.testing.assert_close(module(x), x[:, 2:3])
+    loss = (module(x) - 1.0).square().mean()
+    loss.backward()
+    assert module.prior_gain.grad.abs().item() > 0  # the correction is switched on by training
+
+
+def test_compact_cases_are_cached_on_disk(tmp_path, monkeypatch):
+    import dataclasses
+
+    from atp.cases import save_case
+    from atp.data import CaseDataset
+    from atp.data import dataset as dataset_module
+
+    path = save_case(_case(), tmp_path / "p.npz")
+    ds = CaseDataset([path], site="lung", layout=LAYOUT, cache_dir=tmp_path / "cache")
+    first = ds.load(0)
+    assert len(list((tmp_path / "cache").glob("p_*.npz"))) == 1
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the case was read again")
+
+    monkeypatch.setattr(dataset_module, "load_any_case", no_reading)
+    again = CaseDataset([path], site="lung", layout=LAYOUT, cache_dir=tmp_path / "cache")
+    second = again.load(0)
+    for key in ("organs", "rx_index", "rx_levels", "body", "ct_hu", "dose"):
+        np.testing.assert_array_equal(getattr(first, key), getattr(second, key))
+    assert second.spacing_mm == first.spacing_mm and second.case_shape == first.case_shape
+    # another layout is another entry
+    other = CaseDataset([path], site="lung", layout=dataclasses.replace(LAYOUT, downsample=2),
+                        cache_dir=tmp_path / "cache")
+    with pytest.raises(AssertionError, match="read again"):
+        other.load(0)

@@ -8,9 +8,13 @@ prescription; and optionally ``ct``, the CT clipped to [-1000, 2000] HU and divi
 (`ChannelLayout.roi_names`) are the organs, then the union of the targets.
 
 A layout may also mirror cases treated on the other side (``mirror_to``: left-sided
-breast cases are flipped to the right and their left/right organ channels swapped) and
-work on a coarser grid (``downsample``: block means of 2^3 voxels for CT and dose,
-majority votes for the masks; predictions are upsampled back, trilinear). The layout is
+breast cases are flipped to the right and their left/right organ channels swapped), work
+on a coarser grid (``downsample``: block means of f^3 voxels for CT and dose, majority
+votes for the masks; predictions are upsampled back, trilinear) and add a ``prior``
+channel: the dose of the distance-to-target baseline (`atp.baselines.DistanceBaseline`,
+its fall-off curve fitted on the training cases), which the network then corrects (it
+predicts the difference). With a coarse grid the prior is added back at full resolution,
+so the sharp fall-off next to the targets is not lost to the upsampling. The layout is
 saved in the model checkpoint as a plain dict (`ChannelLayout.to_dict`), so prediction
 rebuilds exactly the channels the network was trained on.
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atp.cases import CaseError, PatientCase
+from atp.data.compact import CompactCase
 from atp.names import SITE_ORGANS
 
 log = logging.getLogger(__name__)
@@ -53,39 +58,6 @@ def mirror_permutation(organs: Sequence[str]) -> list[int]:
     return perm
 
 
-@dataclass(frozen=True, eq=False)
-class CompactCase:
-    """One case as the data pipeline keeps it (about 30 MB for an OpenKBP case).
-
-    ``organs`` (O, z, y, x) bool in the layout's order; ``rx_index`` (z, y, x) uint8: 0
-    outside the targets, k where the highest prescription is ``rx_levels[k - 1]``
-    (ascending, divided by the reference prescription); ``body`` bool; ``ct_hu`` int16
-    clipped to `CT_RANGE_HU` (None without a CT channel); ``dose`` float32 divided by the
-    reference prescription (None without a dose). Arrays are already mirrored and
-    downsampled; ``case_shape`` is the original grid.
-    """
-
-    patient_id: str
-    spacing_mm: tuple[float, float, float]
-    organs: np.ndarray
-    rx_index: np.ndarray
-    rx_levels: np.ndarray
-    body: np.ndarray
-    ct_hu: np.ndarray | None
-    dose: np.ndarray | None
-    case_shape: tuple[int, int, int]
-    mirrored: bool = False
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in self.body.shape)  # type: ignore[return-value]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.organs, self.rx_index, self.rx_levels, self.body,
-                                      self.ct_hu, self.dose) if a is not None)
-
-
 @dataclass(frozen=True)
 class ChannelLayout:
     """The input channels of the dose network (see the module docstring).
@@ -102,6 +74,9 @@ class ChannelLayout:
         Cases whose ``metadata["laterality"]`` is the other side are flipped along x.
     downsample : int
         Integer block size of the working grid (1: the case grid).
+    prior : None, "distance" or mapping
+        No prior channel; one still to be fitted on the training cases (`fit_prior`); or
+        the fitted curve ``{"bin_edges_mm": [...], "relative_dose": [...]}``.
     """
 
     organs: tuple[str, ...]
@@ -109,7 +84,11 @@ class ChannelLayout:
     include_ct: bool = True
     mirror_to: str | None = None
     downsample: int = 1
+    prior: str | Mapping | None = None
     _perm: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return hash(json_key(self.to_dict()))
 
     def __post_init__(self):
         object.__setattr__(self, "organs", tuple(str(o) for o in self.organs))
@@ -125,13 +104,24 @@ class ChannelLayout:
                              f"{self.mirror_to!r}")
         if self.downsample < 1:
             raise ValueError(f"layout downsample must be >= 1, got {self.downsample}")
+        if isinstance(self.prior, Mapping):
+            prior = {k: [float(v) for v in self.prior[k]]
+                     for k in ("bin_edges_mm", "relative_dose")}
+            if len(prior["bin_edges_mm"]) != len(prior["relative_dose"]) + 1:
+                raise ValueError("layout prior: bin_edges_mm needs one more value than "
+                                 "relative_dose")
+            object.__setattr__(self, "prior", prior)
+        elif self.prior not in (None, "distance"):
+            raise ValueError(f"layout prior must be null, 'distance' or a fitted curve, got "
+                             f"{self.prior!r}")
         object.__setattr__(self, "_perm", tuple(mirror_permutation(self.organs)))
 
     # ------------------------------------------------------------------ names
     @property
     def names(self) -> list[str]:
         """Names of the input channels, in order."""
-        return [*self.organs, "targets_rx"] + (["ct"] if self.include_ct else [])
+        return [*self.organs, "targets_rx"] + (["prior"] if self.prior else []) + \
+            (["ct"] if self.include_ct else [])
 
     @property
     def n_channels(self) -> int:
@@ -141,6 +131,11 @@ class ChannelLayout:
     def rx_channel(self) -> int:
         """Index of the ``targets_rx`` channel."""
         return len(self.organs)
+
+    @property
+    def prior_channel(self) -> int | None:
+        """Index of the ``prior`` channel (None without a prior)."""
+        return len(self.organs) + 1 if self.prior else None
 
     @property
     def roi_names(self) -> list[str]:
@@ -158,9 +153,10 @@ class ChannelLayout:
 
     def to_dict(self) -> dict:
         """Plain types only (a checkpoint loads with torch's weights-only unpickler)."""
+        prior = dict(self.prior) if isinstance(self.prior, Mapping) else self.prior
         return {"organs": list(self.organs), "reference_rx_gy": self.reference_rx_gy,
                 "include_ct": self.include_ct, "mirror_to": self.mirror_to,
-                "downsample": self.downsample}
+                "downsample": self.downsample, "prior": prior}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ChannelLayout:
@@ -189,6 +185,27 @@ class ChannelLayout:
                     "from its roi_names, CT channel %s, site %s", bool(extra), site)
         return cls(organs=tuple(organs), reference_rx_gy=reference_rx_gy,
                    include_ct=bool(extra), mirror_to=CANONICAL_SIDE.get(site or ""))
+
+    # ------------------------------------------------------------------ prior
+    def fit_prior(self, cases) -> ChannelLayout:
+        """This layout with its ``prior: distance`` fitted on ``cases`` (an iterable)."""
+        from atp.baselines import DistanceBaseline
+
+        fit = DistanceBaseline.fit(cases)
+        curve = {"bin_edges_mm": fit.bin_edges_mm.tolist(),
+                 "relative_dose": fit.relative_dose.tolist()}
+        return dataclasses.replace(self, prior=curve)
+
+    def prior_map(self, case: PatientCase) -> np.ndarray:
+        """The prior dose of ``case`` on its own grid, divided by the reference Rx."""
+        from atp.baselines import DistanceBaseline
+
+        if not isinstance(self.prior, Mapping):
+            raise ValueError(f"layout prior {self.prior!r} is not fitted (fit_prior)")
+        baseline = DistanceBaseline(
+            bin_edges_mm=np.asarray(self.prior["bin_edges_mm"]),
+            relative_dose=np.asarray(self.prior["relative_dose"], dtype=np.float32))
+        return baseline.predict(case) / np.float32(self.reference_rx_gy)
 
     # ------------------------------------------------------------------ cases
     def is_mirrored(self, case: PatientCase) -> bool:
@@ -223,12 +240,13 @@ class ChannelLayout:
         if with_dose and case.dose_gy is not None:
             dose = (case.dose_gy / np.float32(self.reference_rx_gy)).astype(np.float32)
         body = case.body_mask.copy()
+        prior = self.prior_map(case) if self.prior else None
         mirrored = self.is_mirrored(case)
         if mirrored:
             organs = organs[list(self._perm)]
-            organs, rx_index, body, ct, dose = (
+            organs, rx_index, body, ct, dose, prior = (
                 None if a is None else np.flip(a, axis=-1)
-                for a in (organs, rx_index, body, ct, dose))
+                for a in (organs, rx_index, body, ct, dose, prior))
         spacing = tuple(float(s) for s in case.spacing_mm)
         if self.downsample > 1:
             f = self.downsample
@@ -240,13 +258,15 @@ class ChannelLayout:
             ct = None if ct is None else np.rint(_block_mean(ct, f, fill=CT_RANGE_HU[0])
                                                  ).astype(np.int16)
             dose = None if dose is None else _block_mean(dose, f, fill=0.0)
+            prior = None if prior is None else _block_mean(prior, f, fill=0.0)
             spacing = tuple(s * f for s in spacing)
         c = np.ascontiguousarray
         return CompactCase(
             patient_id=case.patient_id, spacing_mm=spacing, organs=c(organs),
             rx_index=c(rx_index), rx_levels=(levels / self.reference_rx_gy).astype(np.float32),
             body=c(body), ct_hu=None if ct is None else c(ct),
-            dose=None if dose is None else c(dose), case_shape=case.shape, mirrored=mirrored)
+            dose=None if dose is None else c(dose), case_shape=case.shape, mirrored=mirrored,
+            prior=None if prior is None else c(prior.astype(np.float32)))
 
     def region(self, cc: CompactCase, lo: Sequence[int] | None = None,
                hi: Sequence[int] | None = None) -> dict[str, np.ndarray]:
@@ -267,6 +287,11 @@ class ChannelLayout:
         image[: len(self.organs)] = organs
         levels = np.concatenate([[0.0], cc.rx_levels]).astype(np.float32)
         image[self.rx_channel] = levels[rx_index]
+        if self.prior:
+            if cc.prior is None:
+                raise ValueError(f"patient {cc.patient_id}: the layout has a prior channel but "
+                                 f"the compact case has no prior")
+            image[self.prior_channel] = take(cc.prior)
         if self.include_ct:
             if cc.ct_hu is None:
                 raise ValueError(f"patient {cc.patient_id}: the layout has a CT channel but "
@@ -279,9 +304,17 @@ class ChannelLayout:
             out["dose"] = take(cc.dose)[None]
         return out
 
-    def to_case_grid(self, pred: np.ndarray, cc: CompactCase) -> np.ndarray:
-        """A prediction on the layout's grid back on the case grid: upsampled, unmirrored."""
+    def to_case_grid(self, pred: np.ndarray, cc: CompactCase, *,
+                     case: PatientCase | None = None) -> np.ndarray:
+        """A prediction on the layout's grid back on the case grid: upsampled, unmirrored.
+
+        With a prior on a coarse grid and the ``case`` given, only the network's
+        correction is upsampled and the prior is added at the case's resolution.
+        """
         out = np.asarray(pred, dtype=np.float32)
+        fine_prior = self.prior and self.downsample > 1 and case is not None
+        if fine_prior:
+            out = out - cc.prior
         if self.downsample > 1:
             import torch
             import torch.nn.functional as F  # noqa: N812
@@ -293,6 +326,8 @@ class ChannelLayout:
             out = up[:z, :y, :x]
         if cc.mirrored:
             out = np.flip(out, axis=-1)
+        if fine_prior:
+            out = out + self.prior_map(case)
         return np.ascontiguousarray(out)
 
 
@@ -315,6 +350,13 @@ class _Box:
         if all(s.stop > s.start for s in self.dst):
             out[(..., *self.dst)] = a[(..., *self.inner)]
         return out
+
+
+def json_key(obj) -> str:
+    """A stable text key of plain data (sorted keys)."""
+    import json
+
+    return json.dumps(obj, sort_keys=True)
 
 
 def _reduced(shape: Sequence[int], f: int) -> tuple[int, ...]:

@@ -49,6 +49,11 @@ class DoseDataModule(pl.LightningDataModule):
         synthetic cohort with them (``engine``: a `DoseEngine`, ``planner``: the
         `PlanSettings` of the reference plans, both from their config groups;
         ``institution`` gives the beams and prescriptions).
+    cache_dir : path, optional
+        Where the compact cases are kept on disk between runs (`CaseDataset`).
+    prior_cases : int
+        A layout with ``prior: distance`` has its curve fitted on the first this many
+        training cases by `setup` (the model then gets the fitted layout).
     """
 
     def __init__(self, *, site: Mapping, source: str, root: str,
@@ -59,7 +64,8 @@ class DoseDataModule(pl.LightningDataModule):
                  required_rois: Sequence[str] = (), val_fraction: float = 0.2,
                  cohort: Mapping | None = None, institution: Mapping | None = None,
                  seed: int = 2020, max_cases: int | None = None,
-                 cases_dir: str | None = None, spacing_mm: float = 3.0):
+                 cases_dir: str | None = None, spacing_mm: float = 3.0,
+                 cache_dir: str | None = None, prior_cases: int = 24):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"data.source '{source}' is not one of {SOURCES}")
@@ -82,6 +88,8 @@ class DoseDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[Path]] = {}
         self.cases_dir = Path(cases_dir) if cases_dir else self.root / "atp_cases"
         self.spacing_mm = float(spacing_mm)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.prior_cases = int(prior_cases)
 
     # ------------------------------------------------------------------ splits
     def prepare_data(self) -> None:
@@ -143,10 +151,26 @@ class DoseDataModule(pl.LightningDataModule):
                             f"got {({k: len(v) for k, v in self.splits.items()})}")
         log.info("%s data from %s: %s", self.site["name"], self.root,
                  {k: len(v) for k, v in self.splits.items()})
+        if self.layout.prior == "distance":
+            self.fit_prior()
+
+    def fit_prior(self) -> None:
+        """Fit the layout's distance prior on the first `prior_cases` training cases."""
+        import time
+
+        from atp.io.loading import load_any_case
+
+        t0 = time.perf_counter()
+        files = self.splits["train"][: self.prior_cases]
+        self.layout = self.layout.fit_prior(load_any_case(f, site=self.site["name"])
+                                            for f in files)
+        log.info("distance prior fitted on %d training cases in %.0f s", len(files),
+                 time.perf_counter() - t0)
 
     def dataset(self, split: str, *, transform=None) -> CaseDataset:
         return CaseDataset(self.splits[split], site=self.site["name"], layout=self.layout,
-                           required=self.required_rois, transform=transform)
+                           required=self.required_rois, transform=transform,
+                           cache_dir=self.cache_dir)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:

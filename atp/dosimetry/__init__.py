@@ -20,6 +20,8 @@ from atp.dosimetry.indices import (
     rtog_ci,
 )
 from atp.dosimetry.openkbp_scores import (
+    case_scores,
+    challenge_scores,
     cohort_scores,
     dose_score,
     dvh_score,
@@ -37,6 +39,8 @@ __all__ = [
     "DVH",
     "bed",
     "bonferroni",
+    "case_scores",
+    "challenge_scores",
     "cohort_scores",
     "cumulative_dvh",
     "dose_at_volume_cc",

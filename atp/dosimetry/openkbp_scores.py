@@ -135,3 +135,43 @@ def cohort_scores(
         "dose_score": _nanmean([float(s) for s in dose_scores]),
         "dvh_score": _nanmean(pooled),
     }
+
+
+
+def case_scores(case, predicted_dose_gy) -> dict:
+    """The challenge's scores of one predicted dose against the case's own dose.
+
+    Parameters
+    ----------
+    case : PatientCase
+        With a reference dose (``dose_gy``); the possible-dose mask is the case's
+        ``scoring_mask``; every organ and target ROI enters the DVH score (targets get the
+        target metrics).
+    predicted_dose_gy : ndarray
+        The predicted dose (Gy) on the case grid.
+
+    Returns
+    -------
+    dict
+        ``patient_id``, ``dose_score``, ``dvh_score`` (Gy) and the DVH metrics of both
+        doses (``reference_metrics``, ``predicted_metrics``) for `challenge_scores`.
+    """
+    if case.dose_gy is None:
+        raise ValueError(f"patient {case.patient_id}: no reference dose to score against")
+    rois = {n: r.mask for n, r in case.rois.items() if r.role in ("organ", "target")}
+    kw = {"spacing_mm": case.spacing_mm, "target_names": set(case.targets)}
+    ref = openkbp_dvh_metrics(case.dose_gy, rois, **kw)
+    pred = openkbp_dvh_metrics(predicted_dose_gy, rois, **kw)
+    return {"patient_id": case.patient_id,
+            "dose_score": dose_score(case.dose_gy, predicted_dose_gy, case.scoring_mask),
+            "dvh_score": dvh_score(ref, pred), "reference_metrics": ref,
+            "predicted_metrics": pred}
+
+
+def challenge_scores(per_case: Sequence[Mapping]) -> dict[str, float]:
+    """Cohort dose and DVH scores (Gy) from `case_scores` results, as `cohort_scores`;
+    also ``n_patients``."""
+    out = cohort_scores([c["dose_score"] for c in per_case],
+                        [c["reference_metrics"] for c in per_case],
+                        [c["predicted_metrics"] for c in per_case])
+    return {**out, "n_patients": len(per_case)}

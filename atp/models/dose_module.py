@@ -61,6 +61,9 @@ class DosePredictionModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler",
                                           "reference_rx_gy", "roi_names"])
         self.net = net
+        # with a prior channel the network adds a correction, scaled by a gain that starts
+        # at 0: training starts from the prior itself (a ReZero-style residual)
+        self.prior_gain = nn.Parameter(torch.zeros(1)) if self.layout.prior else None
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -73,10 +76,14 @@ class DosePredictionModule(pl.LightningModule):
         self.last_example: dict | None = None  # one validation case for figures
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Normalized dose; with a prior channel the network predicts its correction."""
         if self.bf16 and image.device.type == "cpu":
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.net(image).float()
-        return self.net(image)
+                out = self.net(image).float()
+        else:
+            out = self.net(image)
+        k = self.layout.prior_channel
+        return out if k is None else image[:, k: k + 1] + self.prior_gain * out
 
     def _loss(self, pred, batch):
         return self.loss_fn(pred, batch["dose"], rois=batch["rois"], body=batch["body"])

@@ -21,11 +21,13 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_case(module, case: PatientCase) -> np.ndarray:
+def predict_case(module, case: PatientCase, *, postprocess: bool = True) -> np.ndarray:
     """Predicted dose (Gy, float32) on the case grid, post-processed as in the study.
 
     The module's `ChannelLayout` builds the input (mirrored and downsampled as in
-    training); the prediction is brought back to the case grid before post-processing.
+    training); the prediction is brought back to the case grid before post-processing
+    (`postprocess_dose`; without it the dose is only clipped at 0 and zeroed outside the
+    body).
     """
     layout = module.layout
     cc = layout.compact(case, with_dose=False)
@@ -33,8 +35,11 @@ def predict_case(module, case: PatientCase) -> np.ndarray:
     module.eval()
     x = torch.from_numpy(arrays["image"])[None].to(module.device)
     b = torch.from_numpy(arrays["body"])[None].to(module.device)
-    pred = module.predict_volume(x, b)[0, 0].float().cpu().numpy() * layout.reference_rx_gy
-    return postprocess_dose(layout.to_case_grid(pred, cc), case)
+    pred = module.predict_volume(x, b)[0, 0].float().cpu().numpy()  # dose / reference Rx
+    pred_gy = layout.to_case_grid(pred, cc, case=case) * np.float32(layout.reference_rx_gy)
+    if postprocess:
+        return postprocess_dose(pred_gy, case)
+    return np.where(case.body_mask, np.maximum(pred_gy, 0.0), 0.0).astype(np.float32)
 
 
 def load_module(ckpt_path: str | os.PathLike, *, net_cfg=None, map_location: str = "cpu"):
