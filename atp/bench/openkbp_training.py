@@ -15,7 +15,8 @@ Usage::
 3. predicts the held-out ``validation-pats`` with both and prints the OpenKBP challenge's
    dose and DVH scores side by side: the model with the study's post-processing (the
    prescribed dose inside the targets, as `predict.py` and the planner use it) and without
-   it, the baseline, and the model's own prior where it has one.
+   it, the baseline, the model's own prior where it has one, and the reference dose
+   itself taken to the model's grid and back (the floor its resolution sets).
 
 Patient folders missing a file are skipped with a warning; ``test-pats`` is never read.
 Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set): on a shared machine busy-waiting OpenMP
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from atp.baselines import DistanceBaseline
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = DistanceBaseline.fit(load_any_case(f) for f in base_f)
     print(f"baseline fitted on {len(base_f)} training patients in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    rows: dict[str, list] = {"model": [], "model_raw": [], "baseline": [], "prior": []}
+    rows: dict[str, list] = {"model": [], "model_raw": [], "baseline": [], "prior": [],
+                             "floor": []}
+    layout = module.layout
     t0 = time.perf_counter()
     for f in held_out:
         case = load_any_case(f)
@@ -134,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         rows["model"].append(case_scores(case, postprocess_dose(raw, case)))
         rows["model_raw"].append(case_scores(case, raw))
         rows["baseline"].append(case_scores(case, baseline.predict(case)))
-        if isinstance(module.layout.prior, dict):
-            prior = module.layout.prior_map(case) * module.layout.reference_rx_gy
-            rows["prior"].append(case_scores(case, prior))
+        if isinstance(layout.prior, dict):
+            rows["prior"].append(case_scores(case, layout.prior_map(case)
+                                             * layout.reference_rx_gy))
+        if layout.downsample > 1:
+            cc = layout.compact(case)
+            back = layout.to_case_grid(cc.dose, cc, case=case) * layout.reference_rx_gy
+            rows["floor"].append(case_scores(case, np.where(case.body_mask, back, 0.0)))
     per_case_s = (time.perf_counter() - t0) / len(held_out)
     labels = {"model": "CAD-UNet, study post-processing",
               "model_raw": "CAD-UNet, network output only",
               "baseline": f"distance baseline ({len(base_f)} training patients)",
-              "prior": f"the model's prior ({module.layout.prior and 'fitted in training'})"}
+              "prior": "the model's prior (fitted in training)",
+              "floor": f"reference dose on the model's grid (1/{layout.downsample}) and back"}
     scores = {k: challenge_scores(v) for k, v in rows.items() if v}
     print(f"\n{len(held_out)} held-out patients (validation-pats), {len(train_f)} training "
           f"patients; checkpoint {ckpt}; scoring {per_case_s:.1f} s per patient")
