@@ -108,7 +108,8 @@ def test_data_and_model_groups_instantiate(data, tmp_path):
     site = OmegaConf.to_container(cfg.site, resolve=True)
     dm = instantiate(cfg.data, site=site, _convert_="all")
     assert isinstance(dm, DoseDataModule)
-    assert dm.layout.mirror_to == "right"  # breast: left-sided cases mirrored to the right
+    # breast: left-sided cases mirrored to the right; OpenKBP keeps its own fixed layout
+    assert dm.layout.mirror_to == (None if data == "openkbp" else "right")
     model = instantiate(cfg.model)
     assert isinstance(model, DosePredictionModule)
     assert model.layout == dm.layout  # one layout for the data, the net and the checkpoint
