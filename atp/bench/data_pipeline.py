@@ -24,19 +24,26 @@ voxels to input coordinates is fitted by least squares): the total rotation angl
 rotation about each axis, the scale factors (singular values) and their anisotropy
 (largest / smallest), with a two-sample Kolmogorov-Smirnov p value.
 
+Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set), as `atp.bench.openkbp_training` does: on a
+shared machine busy-waiting OpenMP threads slow the network's part of every step, for both
+pipelines alike, and hide the data pipeline's share.
+
 A command, not a test: about five minutes on two idle cores.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import sys
-import time
-from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 DEFAULT_OPENKBP_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / \
     "openkbp-sample"
@@ -323,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; load average before "
-          f"{os.getloadavg()[0]:.2f}; OpenKBP {args.openkbp_dir}")
+          f"{os.getloadavg()[0]:.2f}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+          f"OpenKBP {args.openkbp_dir}")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(args.openkbp_dir, args.patch, args.override, Path(tmp))
