@@ -34,14 +34,25 @@ demo: $(VENV)/.installed
 	@echo "report: $(DEMO_OUT)/evaluate/summary/report.html (per institution: */report.html)"
 	@echo "blinded review, SIMULATED reviewers: $(DEMO_OUT)/review/analysis_simulated/report.html"
 
-# A tour on the real OpenKBP sample: predict (distance-to-target baseline, challenge scores),
-# plan every validation patient from the prediction, judge ATP against the clinical plans
-# with the OpenKBP-Opt criteria, report (outputs/demo-openkbp/evaluate/report.html).
+# The whole chain on the real OpenKBP sample: train the CPU preset on its 8 training
+# patients (about 20-30 min on 2 cores; OPENKBP_CKPT=<ckpt> uses a trained network instead),
+# predict the validation patients (submission CSVs, challenge scores), plan each one from
+# its prediction, judge ATP against the clinical plans with the OpenKBP-Opt criteria, report
+# (outputs/demo-openkbp/evaluate/report.html).
+OPENKBP_CKPT ?=
+OPENKBP_TRAIN ?=
 demo-openkbp: $(VENV)/.installed
-	$(BIN)/python -m atp.demo --openkbp-dir $(OPENKBP_DIR) --out outputs/demo-openkbp
+	set -e; ckpt="$(OPENKBP_CKPT)"; out=$(CURDIR)/outputs/demo-openkbp; \
+	if [ -z "$$ckpt" ]; then \
+	    OMP_WAIT_POLICY=PASSIVE $(BIN)/python train.py experiment=openkbp_cpu \
+	        paths.openkbp_dir=$(OPENKBP_DIR) hydra.run.dir=$$out/train $(OPENKBP_TRAIN); \
+	    ckpt=$$out/train/checkpoints/last.ckpt; \
+	fi; \
+	$(BIN)/python predict.py ckpt_path=$$ckpt input=$(OPENKBP_DIR)/validation-pats \
+	    format=openkbp paths.openkbp_dir=$(OPENKBP_DIR) hydra.run.dir=$$out/predict; \
 	$(BIN)/python evaluate.py site=npc institution=A data=openkbp split=val \
-	    paths.openkbp_dir=$(OPENKBP_DIR) prediction=$(CURDIR)/outputs/demo-openkbp/predictions \
-	    'criteria=[protocol,openkbp_opt]' hydra.run.dir=outputs/demo-openkbp/evaluate
+	    paths.openkbp_dir=$(OPENKBP_DIR) prediction=$$out/predict/predictions \
+	    'criteria=[protocol,openkbp_opt]' hydra.run.dir=$$out/evaluate
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
