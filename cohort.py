@@ -36,7 +36,9 @@ def main(cfg: DictConfig) -> str:
                           engine=instantiate(cfg.engine), settings=settings,
                           sparing_pct=cfg.sparing_pct,
                           target_mean_band_pct=tuple(cfg.target_mean_band_pct),
-                          sparing_max_iter=cfg.sparing_max_iter, bixel_mm=cfg.bixel_mm)
+                          sparing_max_iter=cfg.sparing_max_iter, bixel_mm=cfg.bixel_mm,
+                          machine=instantiate(cfg.machine) if cfg.deliverable else None,
+                          sequencer=instantiate(cfg.sequencer))
     manifest = read_manifest(cfg.out_dir)
     stats = reference_plan_stats(manifest)
     log.info("%s: %d built, %d regenerated, %d already there, in %.0f s; reference plans "

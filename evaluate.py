@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> dict | float | None:
 
 def evaluate(cfg: DictConfig) -> dict:
     from atp.evaluation.criteria import criteria_sets
+    from atp.evaluation.delivery import DeliverySettings
     from atp.evaluation.report import write_evaluation
     from atp.evaluation.run import evaluate_case, record_workflow
     from atp.evaluation.workflow import WorkflowLog
@@ -54,6 +55,8 @@ def evaluate(cfg: DictConfig) -> dict:
                         fallback_net_cfg=cfg.net)
     engine, settings = instantiate(cfg.engine), instantiate(cfg.planner)
     tol = OmegaConf.to_container(cfg.tolerance)
+    delivery = DeliverySettings(instantiate(cfg.machine), instantiate(cfg.sequencer)) \
+        if cfg.deliverable else None
     criteria = criteria_sets(OmegaConf.to_container(cfg.get("criteria") or {}, resolve=True),
                              site_cfg=site, institution=inst)
 
@@ -63,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict:
         ev = evaluate_case(case, predict, site_cfg=site, institution=inst, engine=engine,
                            settings=settings, tolerances=tol, comparator=cfg.comparator,
                            criteria=criteria, engine_gap_fit=cfg.engine_gap,
-                           beams_from=cfg.beams,
+                           beams_from=cfg.beams, delivery=delivery,
                            cache_dir=cfg.paths.cache_dir if cfg.cache else None)
         comp = ev.comparator
         log.info("%d/%d %s: ATP %s | %s %s | %.1f s", i + 1, len(files), case.patient_id,

@@ -144,6 +144,12 @@ def test_prescription_and_beams_from_rtplan(working, phantom):
     assert cfg["technique"] == "imrt"
     rebuilt = beams_from_config(cfg, isocenter_mm=iso_zyx)
     assert [b.gantry_deg for b in rebuilt] == IMRT_GANTRY
+    # the clinical MU: the beams' BeamMeterset (100 MU each in the factory's fraction
+    # group), over the RTPLAN's 35 fractions
+    from atp.evaluation.comparator import clinical_mu
+
+    assert working.metadata["dicom"]["plan"]["mu_per_fraction"] == 100.0 * len(IMRT_GANTRY)
+    assert clinical_mu(working) == 100.0 * len(IMRT_GANTRY) * 35
 
 
 def test_vmat_arc_is_read(tmp_path):

@@ -28,10 +28,17 @@ class GoalGuidedPlanning(pl.Callback):
         limit, so that the plans stay short during training.
     every_n_epochs, n_cases : int
         How often, and how many validation cases.
+    deliverable : bool
+        Sequence each plan on ``machine`` and log the metrics of its deliverable dose
+        (`atp.evaluation.delivery`, on the plan's own matrix); False: the fluence plan's.
+    machine, sequencer : Machine and SequencingSettings, optional
+        Default: `atp.delivery.load_machine()` and a fast sequencer (no sector merge, no
+        segment-MU re-optimization).
     """
 
     def __init__(self, *, institution: Mapping, engine, planner, every_n_epochs: int = 10,
-                 n_cases: int = 2, max_iter: int | None = 100):
+                 n_cases: int = 2, max_iter: int | None = 100, deliverable: bool = True,
+                 machine=None, sequencer=None):
         if not institution or "name" not in institution:
             raise ValueError("GoalGuidedPlanning: institution must be an institution config "
                              "(conf/institution/<name>.yaml)")
@@ -42,6 +49,15 @@ class GoalGuidedPlanning(pl.Callback):
         self.settings = planner if max_iter is None else dataclasses.replace(
             planner, max_iter=int(max_iter))
         self.history: list[dict] = []
+        self.delivery = None
+        if deliverable:
+            from atp.delivery import load_machine
+            from atp.delivery.sequencing import SequencingSettings
+            from atp.evaluation.delivery import DeliverySettings
+
+            self.delivery = DeliverySettings(
+                machine or load_machine(), sequencer or SequencingSettings(
+                    merge_sectors=False, reoptimize=False, iterations=1), jaw_matrix=False)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -70,7 +86,7 @@ class GoalGuidedPlanning(pl.Callback):
             case = load_any_case(path, site=site["name"])
             ev = evaluate_case(case, lambda c: predict_case(module, c), site_cfg=site,
                                institution=self.institution, engine=self.engine,
-                               settings=self.settings)
+                               settings=self.settings, delivery=self.delivery)
             p1.append(ev.atp.all_p1_met)
             goals.append(ev.atp.n_goals_met / max(len(ev.atp.report), 1))
             if case.dose_gy is not None:

@@ -45,9 +45,10 @@ class DoseDataModule(pl.LightningDataModule):
         For ``dicom``: where the imported case files go (imported once, by
         `prepare_data`, at ``spacing_mm``); the data module then reads them as a folder.
     cohort : mapping, optional
-        ``{n, seed, spacing_mm, engine, planner}``: `prepare_data` builds a missing
-        synthetic cohort with them (``engine``: a `DoseEngine`, ``planner``: the
-        `PlanSettings` of the reference plans, both from their config groups;
+        ``{n, seed, spacing_mm, engine, planner, machine, sequencer}``: `prepare_data`
+        builds a missing synthetic cohort with them (``engine``: a `DoseEngine`,
+        ``planner``: the `PlanSettings` of the reference plans, ``machine`` and
+        ``sequencer``: where they are sequenced (optional), all from their config groups;
         ``institution`` gives the beams and prescriptions).
     cache_dir : path, optional
         Where the compact cases are kept on disk between runs (`CaseDataset`).
@@ -115,7 +116,9 @@ class DoseDataModule(pl.LightningDataModule):
             build_cohort(self.root, site_cfg=self.site, institution=self.institution,
                          n=int(self.cohort["n"]), seed=int(self.cohort["seed"]),
                          spacing_mm=float(self.cohort["spacing_mm"]),
-                         engine=self.cohort["engine"], settings=self.cohort["planner"])
+                         engine=self.cohort["engine"], settings=self.cohort["planner"],
+                         machine=self.cohort.get("machine"),  # deliverable reference plans
+                         sequencer=self.cohort.get("sequencer"))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -4,8 +4,8 @@
 treated with (an imported RTDOSE, the OpenKBP reference plan, the synthetic cohort's
 reference plan). It may come from another dose engine than atp's: `dose_origin` names
 it, and `engine_gap` fits atp's own beamlets to it voxel by voxel, so a report can show
-how large the engine difference alone is. Its MU is known only when an RTPLAN was
-imported.
+how large the engine difference alone is. Its MU is known when an RTPLAN was imported
+(its beam metersets) or the synthetic reference plan was sequenced on a machine.
 
 ``replan`` (``MNL-replan``), and the fallback for a case without a dose: atp's own
 optimizer with the protocol goal values and no prediction, on the same beams as the ATP
@@ -170,9 +170,14 @@ def dose_origin(case: PatientCase) -> str:
 
 
 def clinical_mu(case: PatientCase) -> float | None:
-    """Total MU of the case's own plan over all fractions, when an RTPLAN gave it."""
+    """Total MU of the case's own plan over all fractions, when known: an imported
+    RTPLAN's beam metersets (`atp.io.dicom.importer`), or a synthetic reference plan that
+    was sequenced on a machine (`atp.synth.reference`)."""
     plan_info = (case.metadata.get("dicom") or {}).get("plan") or {}
     mu = plan_info.get("mu_per_fraction")
+    if mu is None:
+        plan_info = case.metadata.get("reference_plan") or {}
+        mu = plan_info.get("mu_per_fraction")
     if mu is None:
         return None
     return float(mu) * float(plan_info.get("n_fractions") or case.n_fractions or 1)

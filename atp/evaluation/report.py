@@ -26,6 +26,7 @@ from atp.evaluation.compare import (
     write_table,
 )
 from atp.evaluation.criteria import criteria_summary
+from atp.evaluation.delivery import delivery_summary
 from atp.evaluation.families import bonferroni_families
 from atp.evaluation.html import write_html_report
 from atp.evaluation.plan_store import PLANS_DIR, save_case_plans
@@ -188,6 +189,25 @@ def _dose_difference(ctx, ev):
                                   title=f"{c.patient_id}: ATP - {ctx.comparator}")
 
 
+def _goal_values(ctx):
+    return [r for ev in ctx.results for r in ev.goal_values]
+
+
+def _delivery_summary(ctx):
+    rows = [r for r in ctx.tables.get("goal_values", []) if r["deliverable"] is not None]
+    if not rows:
+        return []
+    out = delivery_summary(rows)
+    for r in out:
+        seq = [d for ev in ctx.results for d in ev.delivery if d["plan"] == r["plan"]]
+        if seq:
+            r.update({f"mean_{k}": float(np.mean([d[k] for d in seq])) for k in (
+                "mu_per_fraction_estimate", "mu_per_fraction_deliverable", "delivery_time_s",
+                "sequencing_s", "wall_s")})
+            r["machine"], r["delivery_mode"] = seq[0]["machine"], seq[0]["delivery_mode"]
+    return out
+
+
 def _timing(ctx):
     return [{"case": ev.case.patient_id, **ev.timing_s} for ev in ctx.results]
 
@@ -195,6 +215,12 @@ def _timing(ctx):
 ITEMS: list[ReportItem] = [
     ReportItem("criteria_met", "Summary", "criteria met (protocol goal list)",
                lambda ctx: goal_pass_rates(ctx.goals())),
+    ReportItem("goal_values", "", "", _goal_values),  # every goal: optimized, deliverable
+    ReportItem("deliverable", "Summary", "deliverable plans: goals met on the optimized "
+               "fluence and on the deliverable dose (sequenced on the machine), MU per "
+               "fraction and times (per case: tables/goal_values.csv)", _delivery_summary),
+    ReportItem("sequencing", "", "", lambda ctx: [d for ev in ctx.results
+                                                  for d in ev.delivery]),
     ReportItem("endpoints", "", "", lambda ctx: ctx.rows()),
     ReportItem("goals_per_case", "", "", lambda ctx: ctx.goals()),
     ReportItem("criteria", "", "", lambda ctx: [r for ev in ctx.results for r in ev.criteria]),
@@ -254,7 +280,7 @@ def _relabel(results: Sequence, label: str) -> None:
     """Give every case's comparator one label (the doses table keeps what each was)."""
     for ev in results:
         old = ev.comparator.label
-        for r in (*ev.rows, *ev.goals, *ev.criteria):
+        for r in (*ev.rows, *ev.goals, *ev.criteria, *ev.goal_values, *ev.delivery):
             if r["plan"] == old:
                 r["plan"] = label
         for d in ev.doses:
@@ -329,7 +355,8 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
                **tuning_score(goals, [r for r in ctx.tables.get("atp_vs_comparator", [])
                                       if r["institution"] == institution],
                               reference=ctx.comparator),
-               **{f"mean_{k}": v for k, v in mean_t.items()}}
+               **{f"mean_{k}": v for k, v in mean_t.items()},
+               "deliverable": any(ev.delivery for ev in results)}
     pooled = [r for r in ctx.tables.get("prediction_scores", []) if r["case"] == "all"]
     if pooled:
         summary["prediction_dose_score_gy"] = pooled[0]["dose_score_gy"]

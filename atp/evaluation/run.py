@@ -6,10 +6,16 @@ case's clinical dose, or the protocol re-plan (the same goal list with its proto
 and no prediction, on the same beams), which is also the fallback for a case without a
 dose. All doses are scored with `plan_endpoints`; the criteria met are judged on the
 protocol goal list and on every configured criteria set (`atp.evaluation.criteria`).
+
+With ``delivery`` (`atp.evaluation.delivery.DeliverySettings`, evaluate.py's default) the
+plans atp optimizes (ATP, the re-plan) are sequenced on the machine and everything above
+is computed on their deliverable dose and sequenced MU; ``goal_values`` keeps every goal's
+optimized and deliverable value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +39,7 @@ from atp.evaluation.comparator import (
     protocol_replan,
 )
 from atp.evaluation.criteria import CriteriaSet, judge
+from atp.evaluation.delivery import DeliverySettings, deliver_plan, goal_value_rows
 from atp.evaluation.endpoints import (
     endpoint_spec,
     plan_endpoints,
@@ -61,6 +68,9 @@ class CaseEvaluation:
     voxel: dict = field(default_factory=dict)
     timing_s: dict = field(default_factory=dict)
     doses: list[dict] = field(default_factory=list)  # which engine made each dose
+    goal_values: list[dict] = field(default_factory=list)  # optimized vs deliverable
+    delivery: list[dict] = field(default_factory=list)  # sequencing figures per plan
+    atp_optimized: PlanResult | None = None  # the fluence plan when ``atp`` is deliverable
     engine_gap: dict = field(default_factory=dict)
     prediction_scores: dict = field(default_factory=dict)  # OpenKBP scores vs the case dose
     notes: list[str] = field(default_factory=list)
@@ -71,7 +81,8 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
                   settings: PlanSettings, tolerances: Mapping[str, float] | None = None,
                   cache_dir: str | Path | None = None, comparator: str = CLINICAL,
                   criteria: Sequence[CriteriaSet] = (), engine_gap_fit: bool | None = None,
-                  beams_from: str = "patient") -> CaseEvaluation:
+                  beams_from: str = "patient", delivery: DeliverySettings | None = None
+                  ) -> CaseEvaluation:
     """Predict, build the beams and matrix, plan ATP and the comparator, score all doses.
 
     Parameters
@@ -91,6 +102,9 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
         institution template) or ``template`` (`atp.planning.setup.case_beams`)
     engine_gap_fit : fit atp's beamlets to a clinical dose made by another engine and score
         that fit too (None: when the dose's origin is not atp's engine)
+    delivery : sequence the ATP plan and a re-plan comparator on this machine and judge
+        their deliverable doses (`atp.evaluation.delivery`); None judges the optimized
+        fluence plans
 
     Returns
     -------
@@ -115,6 +129,12 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
     atp = plan(case, influence, goals, predicted_dose_gy=predicted, tolerances=tol,
                settings=settings)
     timing["optimization_s"] = time.perf_counter() - t
+    atp_opt, atp_mu, delivered = atp, total_mu(influence, atp.fluence), {}
+    if delivery is not None:
+        delivered[ATP] = deliver_plan(case, influence, atp, delivery, engine=engine,
+                                      plan_settings=settings, cache_dir=cache_dir)
+        atp, atp_mu = delivered[ATP].plan, delivered[ATP].mu_total
+        timing["sequencing_s"] = delivered[ATP].wall_s
     timing["end_to_end_s"] = time.perf_counter() - t0
     if comparator not in MODES:
         raise ValueError(f"comparator='{comparator}' is not one of {MODES}")
@@ -129,21 +149,36 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
             log.info(notes[-1])
         comp = protocol_replan(case, influence, goals, settings=settings,
                                cache_dir=cache_dir, influence_key=influence_key)
+        if delivery is not None:
+            d = delivered[comp.label] = deliver_plan(
+                case, influence, comp.result, delivery, engine=engine,
+                plan_settings=settings, cache_dir=cache_dir)
+            comp = dataclasses.replace(comp, dose_gy=d.plan.dose_gy, mu=d.mu_total,
+                                       result=d.plan)
     timing["comparator_s"] = time.perf_counter() - t
-    ev = CaseEvaluation(case, predicted, atp, comp, timing_s=timing, notes=notes)
+    ev = CaseEvaluation(case, predicted, atp, comp, timing_s=timing, notes=notes,
+                        atp_optimized=atp_opt if delivery is not None else None)
+    kw = {"site": site, "institution": inst}
+    for label, d in delivered.items():
+        ev.goal_values += goal_value_rows(case.patient_id, label, d.optimized.report,
+                                          d.plan.report, **kw)
+        ev.delivery.append({"case": case.patient_id, **kw, "plan": label, **d.figures()})
+    if delivery is None:
+        ev.goal_values += goal_value_rows(case.patient_id, ATP, atp.report, None, **kw)
     # the protocol goal list resolved without a prediction: the criteria every plan is
     # judged on (the ATP plan's own goals hold predicted values)
     protocol, _ = resolve_goals(case, goals)
-    kw = {"site": site, "institution": inst}
     ep = {**kw, "endpoints": endpoint_spec(site_cfg, institution)}  # the study's endpoints
-    ev.rows += plan_endpoints(case, atp.dose_gy, plan=ATP, resolved=protocol,
-                              mu=total_mu(influence, atp.fluence), **ep)
+    ev.rows += plan_endpoints(case, atp.dose_gy, plan=ATP, resolved=protocol, mu=atp_mu, **ep)
     ev.rows += plan_endpoints(case, comp.dose_gy, plan=comp.label, resolved=protocol,
                               mu=comp.mu, **ep)
     ev.rows += plan_endpoints(case, predicted, plan=PREDICTION, resolved=protocol, **ep)
     own = engine_label(influence)
-    ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own, "beams": beam_origin},
-                {"case": case.patient_id, "plan": comp.label, "engine": comp.engine,
+    machine = f", deliverable on {delivery.machine.name}" if delivery is not None else ""
+    ev.doses = [{"case": case.patient_id, "plan": ATP, "engine": own + machine,
+                 "beams": beam_origin},
+                {"case": case.patient_id, "plan": comp.label, "engine": comp.engine + (
+                    machine if comp.result is not None else ""),
                  "mu_known": comp.mu is not None},
                 {"case": case.patient_id, "plan": PREDICTION, "engine": "dose prediction"}]
     doses = {ATP: atp.dose_gy, comp.label: comp.dose_gy, PREDICTION: predicted}
@@ -202,3 +237,5 @@ def record_workflow(log, ev: CaseEvaluation) -> None:
     log.record(pid, "prediction", t["prediction_s"])
     log.record(pid, "beams_and_matrix", t["influence_s"])
     log.record(pid, "optimization", t["optimization_s"], start="cold")
+    if "sequencing_s" in t:
+        log.record(pid, "sequencing", t["sequencing_s"])

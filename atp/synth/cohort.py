@@ -30,10 +30,11 @@ import numpy as np
 
 import atp
 from atp.cases import CaseError, PatientCase, load_case, save_case
+from atp.delivery.sequencing import SequencingSettings
 from atp.dose.influence import DoseEngine
 from atp.io.atomic import atomic_write_text
 from atp.planning import PlanSettings
-from atp.planning.setup import prescription_schemes_for
+from atp.planning.setup import goal_list_for, prescription_schemes_for
 from atp.planning.techniques import (
     METADATA_KEY,
     assign_by_share,
@@ -45,6 +46,10 @@ from atp.synth.reference import crop_targets_from_hard_constraints, reference_pl
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+GUARD_HINTS = {"machine": " (the reference plans were sequenced on another machine, or "
+               "not sequenced)",
+               "goal_list": " (the site's goal list changed since the reference plans were "
+               "made)"}
 SPLITS = (("train", 0.7), ("val", 0.15), ("test", 0.15))
 STUDY_SPACING_MM = 3.0
 __all__ = ["CohortResult", "assign_splits", "bixel_mm_for_grid", "build_cohort",
@@ -151,7 +156,8 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                  settings: PlanSettings, sparing_pct: float = 10.0,
                  target_mean_band_pct: tuple[float, float] = (98.5, 101.5),
                  sparing_max_iter: int | None = None, bixel_mm: float | None = None,
-                 assignment_seed: int | None = None, progress: bool = True) -> CohortResult:
+                 assignment_seed: int | None = None, machine=None, sequencer=None,
+                 progress: bool = True) -> CohortResult:
     """Generate (or complete) a cohort of ``n`` patients in ``out_dir``.
 
     Parameters
@@ -175,6 +181,10 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     assignment_seed : int, optional
         Seed of the technique and prescription assignment (`assignments`); default
         ``seed``. Recorded in the manifest.
+    machine, sequencer : atp.delivery.Machine and SequencingSettings, optional
+        Sequence the reference plans on this machine (deliverable "clinical" plans, as
+        cohort.py and the data module do by default); None keeps fluence plans. Both are
+        recorded in the manifest and guarded.
     progress : bool
         Show a progress bar.
     """
@@ -200,7 +210,11 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
         "assignment_seed": a_seed,
         "sparing_pct": sparing_pct, "target_mean_band_pct": list(target_mean_band_pct),
         "sparing_max_iter": sparing_max_iter, "engine": engine.cache_token(),
-        "planner": asdict(settings)}
+        "planner": asdict(settings),
+        "goal_list": [asdict(g) for g in goal_list_for(site_cfg, institution).goals],
+        "machine": machine.to_dict() if machine is not None else None,
+        "sequencer": (sequencer or SequencingSettings()).to_dict() if machine is not None
+        else None}
     _check_same_settings(result.manifest_path, guarded)
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc=f"cohort {site}", disable=not progress):
@@ -226,7 +240,8 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
                     case, site_cfg=site_cfg, institution=institution, engine=engine,
                     settings=settings, sparing_pct=sparing_pct,
                     target_mean_band_pct=target_mean_band_pct,
-                    sparing_max_iter=sparing_max_iter)
+                    sparing_max_iter=sparing_max_iter, machine=machine,
+                    sequencer=sequencer)
             case.dose_gy = dose
             case.metadata["reference_plan"] = summary
             case.metadata["institution"] = inst_name
@@ -254,9 +269,10 @@ def _check_same_settings(manifest_path: Path, settings: Mapping) -> None:
         before, now = (json.dumps(v, sort_keys=True, default=str)
                        for v in (old.get(key, "not recorded"), value))
         if before != now:
+            what = GUARD_HINTS.get(key, "")
             raise CaseError(str(manifest_path), key, f"the cohort was built with {before}, "
-                            f"this run asks for {now}: use another paths.data_dir or "
-                            "remove the cohort folder")
+                            f"this run asks for {now}{what}: use another paths.data_dir or "
+                            "remove the cohort folder (it is then rebuilt)")
 
 
 def _entry(case: PatientCase, path: Path, split: str) -> dict:

@@ -11,13 +11,19 @@
 3. Sparing pass: re-planned from that fluence with every organ goal set ``sparing_pct``
    below what the protocol plan achieved (its own dose as the "prediction"), so organs are
    pushed down as far as the higher-priority goals allow.
-4. Normalization (`normalization_factor`): the whole plan is scaled by one factor that
+4. Delivery (with a machine, the cohort's default): the sparing plan is sequenced on the
+   machine as atp's own plans are (`atp.delivery.deliverable.deliver`: leaf sequences, the
+   dose of the apertures on the jaw-rectangle matrix, segment-MU re-optimization), so that
+   both sides of an ATP-vs-clinical comparison are deliverable plans; the reference MU is
+   then known (``mu_per_fraction`` in the summary).
+5. Normalization (`normalization_factor`): the whole plan is scaled by one factor that
    brings the lowest level's D95 towards its prescription (the usual clinical
    normalization) as far as every level's mean dose stays within 1.8 % of its own
    prescription, and never so far that a priority-1 goal met before the scaling fails
    after it.
 
-The sparing-pass dose times the factor is the case's dose.
+The sparing-pass (deliverable) dose times the factor is the case's dose; its MU scale with
+the factor.
 """
 
 from __future__ import annotations
@@ -155,7 +161,8 @@ def normalization_factor(case: PatientCase, dose_gy: np.ndarray, p1_goals, *,
 def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping | None,
                    engine: DoseEngine, settings: PlanSettings, sparing_pct: float = 10.0,
                    target_mean_band_pct: Sequence[float] = (98.5, 101.5),
-                   sparing_max_iter: int | None = None) -> tuple[np.ndarray, dict]:
+                   sparing_max_iter: int | None = None, machine=None,
+                   sequencer=None) -> tuple[np.ndarray, dict]:
     """Protocol plan, sparing pass and normalization (see the module docstring).
 
     Parameters
@@ -174,6 +181,10 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
         goals the reference plan optimizes (not to the protocol list it is judged on).
     sparing_max_iter : int, optional
         Iteration limit of the (warm-started) sparing pass; default ``settings.max_iter``.
+    machine : atp.delivery.Machine, optional
+        Sequence the plan on it (step 4); None keeps the fluence plan's dose.
+    sequencer : atp.delivery.sequencing.SequencingSettings, optional
+        The leaf sequencing (default settings when omitted).
 
     Returns
     -------
@@ -196,13 +207,33 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
                                                               max_iter=int(sparing_max_iter))
     second = plan(case, influence, goals, predicted_dose_gy=first.dose_gy,
                   tolerances=organs, settings=spare, warm_start=first.fluence)
-    dose = influence.dose_ct(second.fluence, case).astype(np.float32)
     resolved, _ = resolve_goals(case, protocol_goals)  # protocol values, cropped targets
+    delivered = {}
+    if machine is not None:
+        from atp.delivery.deliverable import deliver
+
+        d = deliver(case, influence, second, machine=machine, engine=engine,
+                    settings=sequencer, plan_settings=spare)
+        dose = d.dose_gy.astype(np.float32)
+        fluence_dose = influence.dose_ct(second.fluence, case)
+        before = goal_report(case, fluence_dose, resolved)
+        after = goal_report(case, dose, resolved)
+        delivered = {"machine": machine.name, "delivery_mode": d.plan.mode,
+                     "control_points": d.plan.n_control_points,
+                     "p1_lost_in_delivery": [a.label for a, b in zip(before, after,
+                                                                     strict=True)
+                                             if a.priority == 1 and a.met and not b.met]}
+        mu_fx = d.plan.mu_per_fraction
+    else:
+        dose = influence.dose_ct(second.fluence, case).astype(np.float32)
     factor, wanted = normalization_factor(
         case, dose, [r for r in resolved if r.goal.priority == 1])
     dose = (dose * np.float32(factor)).astype(np.float32)
+    if delivered:
+        delivered["mu_per_fraction"] = round(float(mu_fx * factor), 3)
     protocol = goal_report(case, dose, resolved)
-    summary = {"beams": len(beams), "beamlets": influence.n_beamlets,
+    summary = {**delivered, "deliverable": bool(delivered), "beams": len(beams),
+               "beamlets": influence.n_beamlets,
                "targets_cropped_from": cropped, "crop_margin_mm": margin,
                "target_mean_band_pct": [float(v) for v in target_mean_band_pct],
                "normalization": round(float(factor), 5),

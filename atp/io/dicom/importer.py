@@ -130,8 +130,13 @@ def import_patient(patient: DicomPatient | DicomSelection, *, site: str,
         "dose": dose_info, "notes": notes,
     }
     if plan is not None:
+        metersets = [f.get("meterset_mu") for f in plan.fields]
         meta_dicom["plan"] = {"label": plan.label, "technique": plan.technique,
-                              "n_fractions": plan.n_fractions, "fields": plan.fields}
+                              "n_fractions": plan.n_fractions, "fields": plan.fields,
+                              # the clinical MU (atp.evaluation.comparator.clinical_mu):
+                              # the beams' BeamMeterset, when every beam has one
+                              "mu_per_fraction": float(sum(metersets)) if metersets and
+                              None not in metersets else None}
     metadata: dict[str, Any] = {"source": "dicom", "folder": str(sel.ct.files[0].parent),
                                 "working_grid": grid.to_dict(), "dicom": meta_dicom}
     if plan is not None and plan.beams:
