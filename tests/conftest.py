@@ -31,8 +31,12 @@ def tiny_cohorts(tmp_path_factory):
     """Three-patient synthetic cohorts of every site on a 12 mm grid (short plans).
 
     Laid out as ``train.py`` expects them under ``paths.data_dir`` (institution A, seed
-    2020), so a training run finds them instead of building its own.
+    2020), so a training run finds them instead of building its own. The lung cohort's
+    reference plans are sequenced on the default machine, as cohort.py makes them
+    (deliverable "clinical" plans with known MU, for the evaluation tests); the other
+    sites keep fluence plans, which is faster (the rectum's VMAT arcs triple its time).
     """
+    from atp.delivery import load_machine
     from atp.dose import PencilBeamEngine
     from atp.names import SITES
     from atp.planning import PlanSettings
@@ -47,7 +51,7 @@ def tiny_cohorts(tmp_path_factory):
                      institution=inst, n=3, seed=2020, spacing_mm=12.0,
                      engine=PencilBeamEngine(),
                      settings=PlanSettings(max_iter=40, p1_rounds=1, **cfg["conformity"]),
-                     progress=False)
+                     machine=load_machine() if site == "lung" else None, progress=False)
     return data_dir
 
 

@@ -184,3 +184,53 @@ def test_a_cohort_without_recorded_planner_settings_is_not_completed(tiny_cohort
                                 settings=PlanSettings(**planner),
                                 sparing_pct=manifest["sparing_pct"],
                                 sparing_max_iter=manifest["sparing_max_iter"], progress=False)
+
+
+def test_deliverable_reference_plans_record_the_machine_and_their_mu(tiny_cohorts):
+    """tiny_cohorts sequences the lung cohort on the default machine (as cohort.py)."""
+    manifest = cohort_mod.read_manifest(_dir(tiny_cohorts, "lung"))
+    assert manifest["machine"]["name"] == "atp_mlc120"
+    assert manifest["sequencer"]["mode"] == "sliding_window"
+    assert manifest["goal_list"] and {"roi", "metric"} <= set(manifest["goal_list"][0])
+    for entry in manifest["patients"]:
+        ref = entry["reference_plan"]
+        assert ref["deliverable"] and ref["machine"] == "atp_mlc120"
+        assert ref["mu_per_fraction"] > 0 and ref["control_points"] > 0
+    from atp.evaluation.comparator import clinical_mu
+
+    case = load_case(_dir(tiny_cohorts, "lung") / manifest["patients"][0]["file"])
+    assert clinical_mu(case) == pytest.approx(
+        manifest["patients"][0]["reference_plan"]["mu_per_fraction"] * case.n_fractions)
+    # a fluence-plan cohort records no machine
+    assert cohort_mod.read_manifest(_dir(tiny_cohorts, "npc"))["machine"] is None
+
+
+def _rebuild(root, manifest, **kw):
+    return cohort_mod.build_cohort(
+        root, site_cfg=kw.pop("site_cfg", load_site_config("lung")),
+        institution=load_institution_config(manifest["institution"]), n=manifest["n"],
+        seed=manifest["seed"], spacing_mm=manifest["spacing_mm"], engine=PencilBeamEngine(),
+        settings=PlanSettings(**manifest["planner"]), sparing_pct=manifest["sparing_pct"],
+        sparing_max_iter=manifest["sparing_max_iter"], progress=False, **kw)
+
+
+def test_a_cohort_of_another_machine_or_goal_list_is_refused(tiny_cohorts):
+    from dataclasses import replace
+
+    from atp.cases import CaseError
+    from atp.delivery import load_machine
+
+    root = _dir(tiny_cohorts, "lung")
+    manifest = cohort_mod.read_manifest(root)
+    before = (root / cohort_mod.MANIFEST).read_text()
+    slower = replace(load_machine(), max_leaf_speed_mm_s=20.0)
+    with pytest.raises(CaseError, match="machine.*sequenced on another machine"):
+        _rebuild(root, manifest, machine=slower)
+    with pytest.raises(CaseError, match="machine.*or not sequenced"):
+        _rebuild(root, manifest)  # fluence plans into a deliverable cohort
+    site = load_site_config("lung")
+    site["goals"] = [{**g, "priority": 2} if i == 0 else g
+                     for i, g in enumerate(site["goals"])]
+    with pytest.raises(CaseError, match="goal_list.*goal list changed"):
+        _rebuild(root, manifest, machine=load_machine(), site_cfg=site)
+    assert (root / cohort_mod.MANIFEST).read_text() == before  # nothing rewritten

@@ -34,7 +34,15 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     assert any(d["plan"] == "clinical" and "synthetic reference plan" in d["engine"]
                for d in doses)
     assert not (out / "tables" / "engine_gap.csv").read_text().strip()  # same engine: no fit
-    assert not any(r["metric"] == "MU per fraction" and r["plan"] == "clinical" for r in rows)
+    # deliverable by default: the synthetic reference plan was sequenced (tiny_cohorts), so
+    # its MU is known; both MU rows are sequenced MU
+    mu = {r["plan"]: float(r["value"]) for r in rows if r["metric"] == "MU per fraction"}
+    assert set(mu) == {"ATP", "clinical"} and min(mu.values()) > 0
+    assert summary["deliverable"] is True
+    goal_values = list(csv.DictReader(open(out / "tables" / "goal_values.csv")))
+    assert goal_values and all(g["plan"] == "ATP" and g["deliverable"] != ""
+                               for g in goal_values)
+    assert (out / "tables" / "deliverable.csv").is_file()
     crit = list(csv.DictReader(open(out / "tables" / "criteria_summary.csv")))
     assert {r["criteria"] for r in crit} == {"protocol", "rtog"}  # openkbp_opt: npc only
     assert any(r["metric"].startswith("EQD2 ") for r in rows)
@@ -46,14 +54,15 @@ def test_evaluate_writes_tables_figures_and_report(tiny_checkpoint, tiny_cohorts
     from atp.evaluation.workflow import read_workflow
 
     steps = [(r["step"], r["start"]) for r in read_workflow(out).rows]  # Fig. 7 log
-    assert steps == [("prediction", ""), ("beams_and_matrix", ""), ("optimization", "cold")]
+    assert steps == [("prediction", ""), ("beams_and_matrix", ""), ("optimization", "cold"),
+                     ("sequencing", "")]
     from atp.evaluation.plan_store import load_case_plans
 
     (plans,) = sorted((out / "plans").glob("*.npz"))  # for the blinded review
     stored = load_case_plans(plans)
     assert set(stored.doses_gy) == {"ATP", "clinical", "prediction"}
     assert stored.comparator == "clinical" and stored.meta["institution"] == "A"
-    assert "MU is compared only where it is known" in html
+    assert "MU is compared only where it is known" not in html  # the cohort's MU is known
     logged = next((out / "csv").rglob("metrics.csv")).read_text()  # logger=csv got them
     assert "eval/tuning_score" in logged and "eval/mean_end_to_end_s" in logged
     # issue 17: V95 %, Bonferroni's m of the site's endpoints, p values vs the prediction

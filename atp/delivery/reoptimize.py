@@ -123,8 +123,11 @@ def interval_bounds(plan: DeliverablePlan, index) -> list[tuple[float, float | N
         else:
             lo = np.maximum(r * travel / v, m.min_mu_per_control_point)
             hi = [None] * on.size
-        bounds += [(float(a) * (1 + 1e-6), None if b is None else float(b))
-                   for a, b in zip(lo, hi, strict=True)]
+        # an interval whose leaf travel needs more MU than the MU-per-degree maximum (or
+        # one exactly at both limits) is pinned at the maximum: L-BFGS-B needs lo <= hi
+        bounds += [(float(a) * (1 + 1e-6) if b is None else min(float(a) * (1 + 1e-6),
+                                                                float(b)),
+                    None if b is None else float(b)) for a, b in zip(lo, hi, strict=True)]
     return bounds
 
 
