@@ -88,8 +88,11 @@ def test_synthetic_lung_vmat_institution_c():
     lung, inst = load_site_config("lung"), load_institution_config("C")
     case = generate_anatomy("lung", seed=2020, site_cfg=effective_site_config(lung, inst),
                             spacing_mm=6.0, patient_id="lung_c")
-    beams = beams_from_config(beam_config_for(lung, inst), isocenter_mm=default_isocenter_mm(
-        case), laterality=case.metadata.get("laterality"))
+    from atp.bench.deliverable import two_arcs  # C's lung arcs are 4 or 6 (Table 1)
+
+    beams = beams_from_config(two_arcs(beam_config_for(lung, inst)),
+                              isocenter_mm=default_isocenter_mm(case),
+                              laterality=case.metadata.get("laterality"))
     engine = engine_for_grid(PencilBeamEngine(), spacing_mm=6.0)
     influence = engine.influence(case, beams)
     settings = PlanSettings(**lung["conformity"])

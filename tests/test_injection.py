@@ -50,9 +50,12 @@ def test_cohort_build_and_callback_use_the_configured_engine_and_planner(tmp_pat
     site = OmegaConf.to_container(cfg.site, resolve=True)
     dm = instantiate(cfg.data, site=site, _convert_="all")
     dm.prepare_data()  # no cohort there: built on first use with the configured objects
-    assert len(counting) == 3
+    # 3 patients x (the plan's matrix + the same engine's matrix on the jaw rectangles:
+    # the reference plans are sequenced on the configured machine)
+    assert len(counting) == 6
     manifest = read_manifest(dm.root)
     assert "counting_pencil_beam" in str(manifest)  # the manifest records the engine
+    assert manifest["machine"]["name"] == instantiate(cfg.machine).name  # ... the machine
     assert '"ladder": 7' in str(manifest).replace("'", '"')  # ... and the planner
 
     callbacks = {k: instantiate(c) for k, c in cfg.callbacks.items() if c}
@@ -62,6 +65,8 @@ def test_cohort_build_and_callback_use_the_configured_engine_and_planner(tmp_pat
     expected = dataclasses.replace(instantiate(cfg.planner), max_iter=cfg.callbacks
                                    .goal_guided_planning.max_iter)
     assert planning.settings == expected and planning.settings.ladder == 7
+    assert planning.delivery.machine == instantiate(cfg.machine)  # deliverable, fast
+    assert not planning.delivery.sequencer.reoptimize and not planning.delivery.jaw_matrix
     dm.setup("fit")
     planning.n_cases = 1
     before = len(counting)
@@ -89,7 +94,9 @@ def test_evaluate_and_plan_use_the_configured_engine(tiny_checkpoint, tiny_cohor
                                 f"paths.cache_dir={tmp_path / 'cache'}",
                                 f"paths.log_dir={tmp_path}", *FAKE], tmp_path / "eval")
     evaluate(cfg)
-    assert len(counting) == 1  # one influence matrix: ATP and the comparator share it
+    # ATP and the comparator share one influence matrix; the deliverable dose (the default)
+    # is computed on the same engine's matrix on the beams' jaw rectangles
+    assert len(counting) == 2
     case_file = next((tiny_cohorts / "synthetic" / "lung" / "A_12mm_seed2020").glob("*.npz"))
     cfg = _compose("plan", [f"case={case_file}", "site=lung", "institution=A",
                             "cache_influence=false", "planner.max_iter=20",
