@@ -8,8 +8,9 @@ Usage::
 Cases: an OpenKBP sample patient with 9 coplanar fields (its reference dose as the
 prediction; sliding window and step-and-shoot), and a synthetic lung patient at institution
 C (the first 2 partial VMAT arcs of its lung technique, the protocol goal values). For
-each it prints the wall time of the sequencing itself (and, apart, of the delivery matrix on the jaw rectangles, of the VMAT
-sector-merge re-optimization and of the segment-MU re-optimization), control points and
+each it prints the wall time of the sequencing itself (and, apart, of the delivery matrix
+on the jaw rectangles, of the VMAT sector-merge re-optimization and of the segment-MU
+re-optimization), control points and
 segments, MU per fraction (the optimizer's sliding-window estimate of `atp.dose.mu`, as
 sequenced, after re-optimization), the delivery time estimate, and every goal's value on
 the fluence plan, the sequenced plan and the re-optimized plan, with the priority-1 goals

@@ -31,9 +31,10 @@ class GoalGuidedPlanning(pl.Callback):
     deliverable : bool
         Sequence each plan on ``machine`` and log the metrics of its deliverable dose
         (`atp.evaluation.delivery`, on the plan's own matrix); False: the fluence plan's.
-    machine, sequencer : Machine and SequencingSettings, optional
-        Default: `atp.delivery.load_machine()` and a fast sequencer (no sector merge, no
-        segment-MU re-optimization).
+    machine : Machine, optional
+        Default: `atp.delivery.load_machine()`.
+    sequencer : SequencingSettings or mapping of its fields, optional
+        Default: a fast sequencer (no sector merge, no segment-MU re-optimization).
     """
 
     def __init__(self, *, institution: Mapping, engine, planner, every_n_epochs: int = 10,
@@ -55,9 +56,11 @@ class GoalGuidedPlanning(pl.Callback):
             from atp.delivery.sequencing import SequencingSettings
             from atp.evaluation.delivery import DeliverySettings
 
-            self.delivery = DeliverySettings(
-                machine or load_machine(), sequencer or SequencingSettings(
-                    merge_sectors=False, reoptimize=False, iterations=1), jaw_matrix=False)
+            if sequencer is None or isinstance(sequencer, Mapping):
+                sequencer = SequencingSettings(**{"merge_sectors": False, "reoptimize": False,
+                                                  "iterations": 1, **(sequencer or {})})
+            self.delivery = DeliverySettings(machine or load_machine(), sequencer,
+                                             jaw_matrix=False)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
