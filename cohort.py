@@ -43,11 +43,13 @@ def main(cfg: DictConfig) -> str:
     stats = reference_plan_stats(manifest)
     log.info("%s: %d built, %d regenerated, %d already there, in %.0f s; reference plans "
              "meeting every P1 goal: %d of %d (%.0f %%); target mean / Rx %.3f to %.3f; "
-             "D95 / Rx min %.3f, median %.3f",
+             "D95 / Rx min %.3f, median %.3f; sequenced on the machine: %d (a P1 goal lost "
+             "in sequencing: %d)",
              site["name"], len(result.built), len(result.regenerated), len(result.skipped),
              result.seconds, stats["p1_all_met"], stats["n"], stats["p1_rate_pct"],
              stats["target_mean_over_rx_min"], stats["target_mean_over_rx_max"],
-             stats["target_d95_over_rx_min"], stats["target_d95_over_rx_median"])
+             stats["target_d95_over_rx_min"], stats["target_d95_over_rx_median"],
+             stats["deliverable"], stats["p1_lost_in_delivery"])
     for entry in manifest["patients"][: cfg.figures]:
         case = load_case(Path(cfg.out_dir) / entry["file"])
         png = Path(cfg.out_dir) / "figures" / f"{case.patient_id}.png"

@@ -136,6 +136,11 @@ def test_reference_plan_stats():
     assert stats["n"] == 2 and stats["p1_all_met"] == 1 and stats["p1_rate_pct"] == 50.0
     assert stats["target_mean_over_rx_min"] == 0.99
     assert stats["target_mean_over_rx_max"] == 1.01
+    assert stats["deliverable"] == stats["p1_lost_in_delivery"] == 0  # not sequenced
+    manifest["patients"][0]["reference_plan"].update(deliverable=True,
+                                                     p1_lost_in_delivery=["D0.03cc(x)"])
+    stats = cohort_mod.reference_plan_stats(manifest)
+    assert stats["deliverable"] == stats["p1_lost_in_delivery"] == 1
 
 
 def test_other_settings_do_not_mix_into_an_existing_cohort(tiny_cohorts):

@@ -295,7 +295,10 @@ def reference_plan_stats(manifest: Mapping) -> dict:
         ``n`` (patients), ``p1_all_met`` (plans meeting every priority-1 goal),
         ``p1_rate_pct``, and the range of every target level's mean dose over its
         prescription (``target_mean_over_rx_min`` / ``_max``) and of its D95 over its
-        prescription (``target_d95_over_rx_min`` / ``_median``).
+        prescription (``target_d95_over_rx_min`` / ``_median``); for sequenced plans
+        ``deliverable`` (their number) and ``p1_lost_in_delivery`` (plans where a
+        priority-1 goal the fluence plan met was lost in sequencing, before the
+        normalization).
     """
     plans = [p.get("reference_plan", {}) for p in manifest["patients"]]
     p1 = [all(r.get("p1_met", [])) for r in plans]
@@ -306,7 +309,9 @@ def reference_plan_stats(manifest: Mapping) -> dict:
             "target_mean_over_rx_min": float(min(ratios, default=float("nan"))),
             "target_mean_over_rx_max": float(max(ratios, default=float("nan"))),
             "target_d95_over_rx_min": float(min(d95, default=float("nan"))),
-            "target_d95_over_rx_median": float(np.median(d95)) if d95 else float("nan")}
+            "target_d95_over_rx_median": float(np.median(d95)) if d95 else float("nan"),
+            "deliverable": sum(bool(r.get("deliverable")) for r in plans),
+            "p1_lost_in_delivery": sum(bool(r.get("p1_lost_in_delivery")) for r in plans)}
 
 
 def read_manifest(out_dir: str | Path) -> dict:
