@@ -107,3 +107,21 @@ def test_clinical_mu_of_a_sequenced_synthetic_reference_plan():
     assert clinical_mu(case) is None
     case.metadata["reference_plan"] = {"mu_per_fraction": 500.0}
     assert clinical_mu(case) == 500.0 * (case.n_fractions or 1)
+
+
+def test_the_deliverable_replan_is_sequenced_once_per_cache(setup, tmp_path):
+    """A sweep's jobs share the re-plan comparator: its deliverable version is cached too."""
+    delivery = DeliverySettings(load_machine(), FAST, jaw_matrix=False)
+    first = _run(setup, comparator="replan", delivery=delivery, cache_dir=tmp_path)
+    again = _run(setup, comparator="replan", delivery=delivery, cache_dir=tmp_path)
+    (a,), (b,) = ([d for d in ev.delivery if d["plan"] == "MNL-replan"]
+                  for ev in (first, again))
+    assert not a["cached"] and b["cached"]
+    np.testing.assert_array_equal(first.comparator.dose_gy, again.comparator.dose_gy)
+    assert again.comparator.mu == pytest.approx(first.comparator.mu)
+    assert [o.met for o in again.comparator.result.report] == \
+        [o.met for o in first.comparator.result.report]
+    other = DeliverySettings(load_machine(), SequencingSettings(
+        mode="step_and_shoot", merge_sectors=False, reoptimize=False), jaw_matrix=False)
+    third = _run(setup, comparator="replan", delivery=other, cache_dir=tmp_path)
+    assert not [d for d in third.delivery if d["plan"] == "MNL-replan"][0]["cached"]

@@ -68,7 +68,8 @@ class ComparatorPlan:
     cached: bool = False
 
 
-def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings) -> str:
+def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings, *,
+                     extra: dict | None = None) -> str:
     """Hex SHA-256 of what a protocol re-plan depends on.
 
     Parameters
@@ -76,6 +77,8 @@ def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings
     influence_key : the influence matrix's cache key (`atp.dose.influence_cache_key`)
     goals : the goal list (site list plus institution overlay)
     settings : the planner settings
+    extra : more of what a cached result depends on (JSON-able; the machine and sequencer
+        of a deliverable re-plan)
 
     Returns
     -------
@@ -83,7 +86,7 @@ def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings
     """
     doc = {"format": CACHE_FORMAT, "influence": influence_key,
            "goals": [dataclasses.asdict(g) for g in goals.goals],
-           "settings": dataclasses.asdict(settings)}
+           "settings": dataclasses.asdict(settings), **({"extra": extra} if extra else {})}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -52,23 +52,30 @@ class DeliveredPlan:
     ``plan`` is the optimized `PlanResult` with the deliverable dose and goal report in
     place of the fluence plan's (its ``fluence`` stays the optimized beamlet weights);
     ``optimized`` the fluence plan itself; ``mu_total`` the sequenced MU over all
-    fractions; ``result`` the `atp.delivery.deliverable.DeliverableResult`.
+    fractions; ``summary`` the sequencing figures (machine, control points, MU, times);
+    ``result`` the `atp.delivery.deliverable.DeliverableResult` (None when rebuilt from
+    the cache, `cached_delivery`).
     """
 
     plan: object
     optimized: object
     mu_total: float
-    result: object
+    summary: dict
     wall_s: float
+    result: object = None
+    cached: bool = False
 
     def figures(self) -> dict:
-        fig = self.result.figures()
-        return {k: fig[k] for k in ("machine", "delivery_mode", "n_beams", "control_points",
-                                    "segments", "mu_per_fraction_estimate",
-                                    "mu_per_fraction_deliverable", "delivery_time_s",
-                                    "sequencing_s")} | {
-            "p1_lost": "; ".join(fig["p1_lost"]), "violations": len(fig["violations"]),
-            "wall_s": self.wall_s}
+        return {**self.summary, "wall_s": self.wall_s, "cached": self.cached}
+
+
+def _summary(d) -> dict:
+    fig = d.figures()
+    return {k: fig[k] for k in ("machine", "delivery_mode", "n_beams", "control_points",
+                                "segments", "mu_per_fraction_estimate",
+                                "mu_per_fraction_deliverable", "delivery_time_s",
+                                "sequencing_s")} | {
+        "p1_lost": "; ".join(fig["p1_lost"]), "violations": len(fig["violations"])}
 
 
 def deliver_plan(case, influence, result, delivery: DeliverySettings, *, engine=None,
@@ -103,7 +110,42 @@ def deliver_plan(case, influence, result, delivery: DeliverySettings, *, engine=
     plan = dataclasses.replace(result, dose_gy=d.dose_gy, report=d.report, phases=phases)
     n_fx = int(case.n_fractions or 1)
     return DeliveredPlan(plan=plan, optimized=result, mu_total=d.plan.mu_per_fraction * n_fx,
-                         result=d, wall_s=wall)
+                         summary=_summary(d), wall_s=wall, result=d)
+
+
+def cached_delivery(path, key: str, case, influence, result, delivery: DeliverySettings,
+                    **kw) -> DeliveredPlan:
+    """`deliver_plan`, its dose, MU and figures kept in ``path`` (an ``.npz``) under
+    ``key``: a plan that does not change between the jobs of a sweep (the protocol
+    re-plan) is sequenced once. A missing, unreadable or stale file is recomputed."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from atp.io.atomic import atomic_open
+    from atp.planning import goal_report
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta, dose = json.loads(str(z["meta"])), z["dose_gy"]
+            if meta["key"] == key and dose.shape == tuple(case.shape):
+                plan = dataclasses.replace(
+                    result, dose_gy=dose, report=goal_report(case, dose, result.resolved),
+                    phases=[*result.phases, {"phase": "deliverable (cached)",
+                                             "machine": delivery.machine.name}])
+                return DeliveredPlan(plan=plan, optimized=result, mu_total=meta["mu_total"],
+                                     summary=meta["summary"], wall_s=0.0, cached=True)
+        except (OSError, KeyError, ValueError):
+            pass
+    out = deliver_plan(case, influence, result, delivery, **kw)
+    with atomic_open(path, mode="wb") as fh:
+        np.savez_compressed(fh, dose_gy=out.plan.dose_gy.astype(np.float32),
+                            meta=np.array(json.dumps({"key": key, "mu_total": out.mu_total,
+                                                      "summary": out.summary}, default=float)))
+    return out
 
 
 def goal_value_rows(case_id: str, plan_label: str, optimized_report, deliverable_report,

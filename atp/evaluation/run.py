@@ -37,9 +37,15 @@ from atp.evaluation.comparator import (
     engine_gap,
     engine_label,
     protocol_replan,
+    replan_cache_key,
 )
 from atp.evaluation.criteria import CriteriaSet, judge
-from atp.evaluation.delivery import DeliverySettings, deliver_plan, goal_value_rows
+from atp.evaluation.delivery import (
+    DeliverySettings,
+    cached_delivery,
+    deliver_plan,
+    goal_value_rows,
+)
 from atp.evaluation.endpoints import (
     endpoint_spec,
     plan_endpoints,
@@ -150,9 +156,16 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
         comp = protocol_replan(case, influence, goals, settings=settings,
                                cache_dir=cache_dir, influence_key=influence_key)
         if delivery is not None:
-            d = delivered[comp.label] = deliver_plan(
-                case, influence, comp.result, delivery, engine=engine,
-                plan_settings=settings, cache_dir=cache_dir)
+            kw = {"engine": engine, "plan_settings": settings, "cache_dir": cache_dir}
+            if cache_dir is None:
+                d = deliver_plan(case, influence, comp.result, delivery, **kw)
+            else:  # sequenced once per case, machine and sequencer (a sweep's jobs)
+                key = replan_cache_key(influence_key, goals, settings, extra={
+                    "delivery": delivery.identity()})
+                d = cached_delivery(Path(cache_dir) / f"replan_deliverable_"
+                                    f"{case.patient_id}_{key[:24]}.npz", key, case,
+                                    influence, comp.result, delivery, **kw)
+            delivered[comp.label] = d
             comp = dataclasses.replace(comp, dose_gy=d.plan.dose_gy, mu=d.mu_total,
                                        result=d.plan)
     timing["comparator_s"] = time.perf_counter() - t
