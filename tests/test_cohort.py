@@ -239,3 +239,20 @@ def test_a_cohort_of_another_machine_or_goal_list_is_refused(tiny_cohorts):
     with pytest.raises(CaseError, match="goal_list.*goal list changed"):
         _rebuild(root, manifest, machine=load_machine(), site_cfg=site)
     assert (root / cohort_mod.MANIFEST).read_text() == before  # nothing rewritten
+
+
+def test_a_p1_limit_broken_by_sequencing_is_planned_again(tmp_path):
+    """NPC at 12 mm: sequencing raises the serial organs' maxima over their P1 limits
+    (patient 0 of seed 2020 loses four in the first sequencing, measured); the reference
+    plan lowers those limits by their rise, plans once more and sequences again."""
+    from atp.delivery import load_machine
+
+    site = load_site_config("npc")
+    cohort_mod.build_cohort(tmp_path, site_cfg=site, institution=load_institution_config("A"),
+                            n=1, seed=2020, spacing_mm=12.0, engine=PencilBeamEngine(),
+                            settings=PlanSettings(max_iter=40, p1_rounds=1,
+                                                  **site["conformity"]),
+                            machine=load_machine(), progress=False)
+    ref = cohort_mod.read_manifest(tmp_path)["patients"][0]["reference_plan"]
+    assert ref["delivery_rounds"] == 2 and ref["deliverable"]
+    assert all(ref["p1_met"]), ref  # after the second round and the normalization

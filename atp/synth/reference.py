@@ -12,10 +12,12 @@
    below what the protocol plan achieved (its own dose as the "prediction"), so organs are
    pushed down as far as the higher-priority goals allow.
 4. Delivery (with a machine, the cohort's default): the sparing plan is sequenced on the
-   machine as atp's own plans are (`atp.delivery.deliverable.deliver`: leaf sequences, the
-   dose of the apertures on the jaw-rectangle matrix, segment-MU re-optimization), so that
-   both sides of an ATP-vs-clinical comparison are deliverable plans; the reference MU is
-   then known (``mu_per_fraction`` in the summary).
+   machine as atp's own plans are (`atp.delivery.deliverable.make_deliverable`: leaf
+   sequences, the dose of the apertures on the jaw-rectangle matrix, segment-MU
+   re-optimization), so that both sides of an ATP-vs-clinical comparison are deliverable
+   plans; the reference MU is then known (``mu_per_fraction`` in the summary). Where
+   sequencing breaks a priority-1 upper limit the fluence plan met, that limit is lowered
+   by its rise and the plan made again once (`deliver_keeping_p1`).
 5. Normalization (`normalization_factor`): the whole plan is scaled by one factor that
    brings the lowest level's D95 towards its prescription (the usual clinical
    normalization) as far as every level's mean dose stays within 1.8 % of its own
@@ -158,6 +160,57 @@ def normalization_factor(case: PatientCase, dose_gy: np.ndarray, p1_goals, *,
     return lo, wanted
 
 
+def deliver_keeping_p1(case: PatientCase, influence, result, goals: GoalList, resolved, *,
+                       engine: DoseEngine, machine, sequencer, settings: PlanSettings,
+                       predicted_dose_gy: np.ndarray, tolerances: Mapping[str, float],
+                       rounds: int = 2):
+    """Sequence ``result`` on ``machine``; where that breaks a priority-1 upper limit the
+    fluence plan met (a serial organ's maximum, raised by transmission and the sweep),
+    lower that limit by its rise and plan again from the same fluence, then sequence
+    again (at most ``rounds`` sequencings), as a planner would.
+
+    Parameters
+    ----------
+    case, influence, result : the patient, the plan's matrix and its fluence plan
+    goals : the goal list ``result`` was planned with
+    resolved : the protocol goals every round is judged on
+    engine, machine, sequencer, settings : the dose engine (its matrix on the jaw
+        rectangles), the machine, the sequencing and the planner settings
+    predicted_dose_gy, tolerances : as ``result`` was planned
+    rounds : sequencings at most
+
+    Returns
+    -------
+    (DeliverableResult, lost, rounds) : the last deliverable plan, the labels of the
+    priority-1 goals it still loses against the first fluence plan, the rounds used.
+    """
+    from dataclasses import replace
+
+    from atp.delivery.apertures import delivery_influence
+    from atp.delivery.deliverable import make_deliverable
+
+    dlv = delivery_influence(engine, case, influence)
+    planned = goal_report(case, influence.dose_ct(result.fluence, case), resolved)
+    current = result
+    for n in range(1, int(rounds) + 1):
+        d = make_deliverable(case, influence, current, machine=machine, settings=sequencer,
+                             plan_settings=settings, delivery=dlv)
+        after = goal_report(case, d.dose_gy, resolved)
+        lost = [(r, a, b) for r, a, b in zip(resolved, planned, after, strict=True)
+                if a.priority == 1 and a.met and not b.met]
+        if not lost or n == rounds:
+            break
+        lower = {r.goal: b.achieved - a.achieved for r, a, b in lost
+                 if r.goal.op == "<=" and r.goal.value is not None}
+        if not lower:
+            break
+        goals = GoalList(tuple(replace(g, value=g.value - lower[g] - 0.01 * g.value)
+                               if g in lower else g for g in goals.goals), goals.source)
+        current = plan(case, influence, goals, predicted_dose_gy=predicted_dose_gy,
+                       tolerances=tolerances, settings=settings, warm_start=current.fluence)
+    return d, [a.label for _, a, _ in lost], n
+
+
 def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping | None,
                    engine: DoseEngine, settings: PlanSettings, sparing_pct: float = 10.0,
                    target_mean_band_pct: Sequence[float] = (98.5, 101.5),
@@ -210,19 +263,14 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
     resolved, _ = resolve_goals(case, protocol_goals)  # protocol values, cropped targets
     delivered = {}
     if machine is not None:
-        from atp.delivery.deliverable import deliver
-
-        d = deliver(case, influence, second, machine=machine, engine=engine,
-                    settings=sequencer, plan_settings=spare)
+        d, lost, rounds = deliver_keeping_p1(
+            case, influence, second, goals, resolved, engine=engine, machine=machine,
+            sequencer=sequencer, settings=spare, predicted_dose_gy=first.dose_gy,
+            tolerances=organs)
         dose = d.dose_gy.astype(np.float32)
-        fluence_dose = influence.dose_ct(second.fluence, case)
-        before = goal_report(case, fluence_dose, resolved)
-        after = goal_report(case, dose, resolved)
         delivered = {"machine": machine.name, "delivery_mode": d.plan.mode,
-                     "control_points": d.plan.n_control_points,
-                     "p1_lost_in_delivery": [a.label for a, b in zip(before, after,
-                                                                     strict=True)
-                                             if a.priority == 1 and a.met and not b.met]}
+                     "control_points": d.plan.n_control_points, "delivery_rounds": rounds,
+                     "p1_lost_in_delivery": lost}
         mu_fx = d.plan.mu_per_fraction
     else:
         dose = influence.dose_ct(second.fluence, case).astype(np.float32)
