@@ -66,6 +66,7 @@ class DeliveredPlan:
     cached: bool = False
 
     def figures(self) -> dict:
+        """The sequencing figures with the wall time and whether it came from the cache."""
         return {**self.summary, "wall_s": self.wall_s, "cached": self.cached}
 
 
