@@ -4,7 +4,9 @@ Issue acceptance on one validation patient of the shared sample (pt_201, 9 field
 40, ..., 320 degrees as the reference plans; the reference dose as a perfect prediction):
 ATP meets at least as many OpenKBP-Opt criteria as the clinical plan, every PTV D99 is
 within 1.5 Gy of the clinical plan's or above it, and the mean OAR doses are at or below
-the clinical plan's. The 4-patient figures come from `python -m atp.bench.openkbp_pipeline`.
+the clinical plan's. Both are fluence plans here (``deliverable=false``): OpenKBP's
+reference doses come from fluence maps, not leaf sequences. The 4-patient figures come
+from `python -m atp.bench.openkbp_pipeline`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ def evaluated(openkbp_dir, tmp_path_factory):
     overrides = ["site=npc", "institution=A", "data=openkbp", "split=val", "max_cases=1",
                  f"paths.openkbp_dir={openkbp_dir}", "prediction=reference",
                  "criteria=[openkbp_opt]", "~criteria/rtog", "engine_gap=false",
-                 "dvh_figures=0", f"paths.cache_dir={out / 'cache'}"]
+                 "dvh_figures=0", f"paths.cache_dir={out / 'cache'}",
+                 # the clinical dose is OpenKBP's fluence-map dose (CERR influence
+                 # matrices, no leaf sequence): ATP's fluence plan is its like
+                 "deliverable=false"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=overrides)
     with open_dict(cfg):

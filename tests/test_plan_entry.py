@@ -78,7 +78,7 @@ def test_plan_py_warm_starts_from_a_previous_run_folder(tmp_path):
     rounds = [r for r in read_workflow(second).rows if r["step"] == "optimization"]
     assert [(r["round"], r["start"]) for r in rounds] == [(1, "cold"), (2, "warm")]
     assert {r["step"] for r in read_workflow(first).rows} == {
-        "prediction", "beams_and_matrix", "optimization"}
+        "prediction", "beams_and_matrix", "optimization", "sequencing"}  # deliverable=true
     assert json.loads((second / "job_status.json").read_text())["status"] == "COMPLETED"
     # a plan of other beams (institution B: VMAT) cannot seed this one: the file is named
     res = subprocess.run([*base, f"hydra.run.dir={tmp_path / 'third'}", "institution=B",
