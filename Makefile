@@ -38,7 +38,8 @@ demo: $(VENV)/.installed
 # patients (about 20-30 min on 2 cores; OPENKBP_CKPT=<ckpt> uses a trained network instead),
 # predict the validation patients (submission CSVs, challenge scores), plan each one from
 # its prediction, judge ATP against the clinical plans with the OpenKBP-Opt criteria, report
-# (outputs/demo-openkbp/evaluate/report.html).
+# (outputs/demo-openkbp/evaluate/report.html). Fluence plans on both sides: OpenKBP's
+# clinical doses were not sequenced (deliverable=false).
 OPENKBP_CKPT ?=
 OPENKBP_TRAIN ?=
 demo-openkbp: $(VENV)/.installed
@@ -52,7 +53,7 @@ demo-openkbp: $(VENV)/.installed
 	    format=openkbp paths.openkbp_dir=$(OPENKBP_DIR) hydra.run.dir=$$out/predict; \
 	$(BIN)/python evaluate.py site=npc institution=A data=openkbp split=val \
 	    paths.openkbp_dir=$(OPENKBP_DIR) prediction=$$out/predict/predictions \
-	    'criteria=[protocol,openkbp_opt]' hydra.run.dir=$$out/evaluate
+	    'criteria=[protocol,openkbp_opt]' deliverable=false hydra.run.dir=$$out/evaluate
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

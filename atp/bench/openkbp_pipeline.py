@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     base = ["site=npc", "institution=A", "data=openkbp", "split=val",
             f"paths.openkbp_dir={args.openkbp_dir.resolve()}", "comparator=clinical",
             "criteria=[openkbp_opt]", "~criteria/rtog", "dvh_figures=0",
+            # OpenKBP's clinical doses are fluence plans (CERR): compare like with like
+            "deliverable=false",
             f"paths.cache_dir={args.out.resolve() / 'cache'}"]
     if args.max_cases:
         base.append(f"max_cases={args.max_cases}")
