@@ -22,7 +22,7 @@ import numpy as np
 
 from atp.cases import PatientCase
 from atp.planning.goals import GoalError, GoalList
-from atp.planning.objectives import Term, achieved, held
+from atp.planning.objectives import GOAL_TERMS, Falloff, GoalSpec, Term, UpperMax
 from atp.planning.optimizer import FluenceProblem, SmoothnessTerm, SolveResult
 from atp.planning.report import GoalOutcome, goal_report
 from atp.planning.resolve import ResolvedGoal, resolve_goals
@@ -121,51 +121,29 @@ def build_terms(case: PatientCase, influence, resolved: list[ResolvedGoal],
         return w * settings.ladder ** (p_max - p)
 
     voxel_cc = case.voxel_volume_cc
-    terms = []
+    terms: list[Term] = []
     for gi, r in enumerate(resolved):
         m, op = r.goal.metric, r.goal.op
         rr = rows(structure_mask(case, r.roi))
         if rr.size == 0:
             continue
-        ref = max(r.value if m.is_dose else m.param, 0.05 * rx_max)
-        kw = dict(rows=rr, weight=weight(r.goal.priority, r.goal.weight), ref_gy=ref,
-                  priority=r.goal.priority, label=r.label, goal_index=gi)
-        upper = op == "<="
-        if m.kind == "dmax" and upper:
-            terms.append(Term("upper_max", limit_gy=r.value, **kw))
-        elif m.kind == "dmin" and not upper:
-            terms.append(Term("lower_min", limit_gy=r.value, **kw))
-        elif m.kind == "dmean":
-            terms.append(Term("upper_mean" if upper else "lower_mean", limit_gy=r.value, **kw))
-        elif m.kind in ("dpct", "dcc"):
-            pct = m.param if m.kind == "dpct" else 100.0 * m.param / (rr.size * voxel_cc)
-            pct = float(np.clip(pct, 0.0, 100.0))
-            if upper and pct * rr.size / 100.0 < 1.0:
-                # less than one voxel may exceed the limit (D0.03cc on coarse grids): a
-                # dose-volume penalty would ignore the hottest voxel, so limit the maximum
-                terms.append(Term("upper_max", limit_gy=r.value, **kw))
-            else:
-                terms.append(Term("upper_dvh" if upper else "lower_dvh", limit_gy=r.value,
-                                  volume_pct=pct, **kw))
-        elif m.kind in ("vgy", "vgy_cc"):
-            pct = r.value if m.kind == "vgy" else 100.0 * r.value / (rr.size * voxel_cc)
-            terms.append(Term("upper_dvh" if upper else "lower_dvh", limit_gy=m.param,
-                              volume_pct=float(np.clip(pct, 0.0, 100.0)), **kw))
-        elif m.kind == "hi" and upper:
-            terms.append(Term("uniformity", limit_gy=r.rx_gy or rx_max, **{**kw, "ref_gy": rx_max}))
-        else:
+        cls = GOAL_TERMS.get((m.kind, op))
+        if cls is None:
             raise GoalError(f"goal {r.label}: {m.name} with '{op}' cannot be optimized")
+        terms.append(cls.from_goal(GoalSpec(
+            goal=r, rows=rr, weight=weight(r.goal.priority, r.goal.weight), rx_max_gy=rx_max,
+            voxel_cc=voxel_cc, goal_index=gi)))
     dist = case.distance_to_targets_mm()
     nt = rows(case.body_mask & ~case.target_union())
     s = settings
     beyond_mm = np.maximum(dist.ravel()[vi[nt]] - s.falloff_offset_mm, 0.0)
     limit = rx_max * (s.falloff_end_pct + (s.falloff_start_pct - s.falloff_end_pct)
                       * np.exp(-beyond_mm / s.falloff_mm)) / 100.0
-    terms.append(Term("falloff", rows=nt, limit_gy=limit, weight=weight(s.falloff_priority),
-                      ref_gy=rx_max, priority=s.falloff_priority, label="F_CI falloff"))
-    terms.append(Term("upper_max", rows=np.arange(vi.size), limit_gy=rx_max * s.maxdose_pct / 100,
-                      weight=weight(s.maxdose_priority), ref_gy=rx_max,
-                      priority=s.maxdose_priority, label=f"F_maxdose {s.maxdose_pct:g}% Rx"))
+    terms.append(Falloff(rows=nt, limit_gy=limit, weight=weight(s.falloff_priority),
+                         ref_gy=rx_max, priority=s.falloff_priority, label="F_CI falloff"))
+    terms.append(UpperMax(rows=np.arange(vi.size), limit_gy=rx_max * s.maxdose_pct / 100,
+                          weight=weight(s.maxdose_priority), ref_gy=rx_max,
+                          priority=s.maxdose_priority, label=f"F_maxdose {s.maxdose_pct:g}% Rx"))
     return terms
 
 
@@ -251,7 +229,7 @@ def _lexicographic(problem, terms, w0, s: PlanSettings, smooth):
     """Optimize priority levels in order, holding every finished level's goals.
 
     After level k is optimized, each of its terms is added to all later phases as a
-    held copy (see `objectives.held`): its limit is the goal's own when met, else the
+    held copy (see `Term.held`): its limit is the goal's own when met, else the
     achieved value loosened by ``lexicographic_slack``. Held terms carry a large weight,
     raised tenfold (up to three times) while any of them is violated by more than
     ``HOLD_RTOL`` (0.1 %): the penalty method holds a level to within that tolerance.
@@ -273,18 +251,14 @@ def _lexicographic(problem, terms, w0, s: PlanSettings, smooth):
         results.append((f"priority_{level}", r))
         dose = problem.dose(w)
         held_terms += [h for t in level_terms
-                       if (h := held(t, dose, slack=s.lexicographic_slack, weight=big))]
+                       if (h := t.held(dose[t.rows], slack=s.lexicographic_slack, weight=big))]
     return results
 
 
 def _held_violated(held_terms: list[Term], dose: np.ndarray, *, rtol: float = HOLD_RTOL
                    ) -> bool:
     for t in held_terms:
-        a = achieved(t, dose)
-        lim = np.asarray(t.limit_gy)
-        if t.kind.startswith("upper") or t.kind == "falloff":
-            if np.any(np.asarray(a) > lim * (1 + rtol) + 1e-6):
-                return True
-        elif np.any(np.asarray(a) < lim * (1 - rtol) - 1e-6):
+        tol = rtol * np.abs(np.asarray(t.limit_gy, dtype=np.float64)) + 1e-6
+        if np.any(t.violation(dose[t.rows]) > tol):
             return True
     return False

@@ -14,7 +14,6 @@ from atp.planning.metrics import evaluate_metric
 from atp.planning.structures import DERIVED, structure_mask
 
 log = logging.getLogger(__name__)
-SOURCES = ("user", "prescription", "predicted", "protocol")
 
 
 @dataclass(frozen=True)
