@@ -164,9 +164,11 @@ def test_warm_start_reaches_the_cold_objective_sooner(case, influence, reference
 
 
 def test_infeasible_p1_returns_the_best_plan_and_names_the_violation(case, influence):
+    # soft priority-1 goals (p1_rounds=0): since issue 16 hard limits meet this one by
+    # giving up coverage (tests/test_planning_hard.py); a soft one still breaks, named
     goals = GoalList.from_dicts(BASE[:2] + [
         dict(roi="parotid_l", metric="Dmax", op="<=", value=1.0, priority=1)])
-    r = plan(case, influence, goals)
+    r = plan(case, influence, goals, settings=PlanSettings(p1_rounds=0))
     assert not r.all_p1_met
     assert "P1 VIOLATED: Dmax(parotid_l)" in r.summary()
     assert np.all(np.isfinite(r.dose_gy)) and r.fluence.min() >= 0

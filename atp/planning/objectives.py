@@ -22,6 +22,7 @@ share (the torch backend, `atp.backends.torch_objective`, calls them on tensors)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -67,6 +68,12 @@ def make_term(kind: str, **fields) -> Term:
     return TERMS[kind](**fields)
 
 
+@functools.lru_cache(maxsize=1024)
+def _order_index(n: int, q: float, method: str) -> int:
+    """The index of numpy's ``percentile(x, q, method)`` in ``sort(x)``, ``x.size = n``."""
+    return int(np.percentile(np.arange(n), q, method=method))
+
+
 def _xp(a):
     """The array module of ``a``: numpy, or torch for the torch backend's tensors."""
     if isinstance(a, np.ndarray | np.generic | float | int):
@@ -101,6 +108,7 @@ class Term:
     kind: ClassVar[str] = ""
     direction: ClassVar[str | None] = None
     goals: ClassVar[tuple[tuple[str, str], ...]] = ()
+    voxelwise: ClassVar[bool] = False  # achieved is one value per row, not one number
 
     rows: np.ndarray
     limit_gy: float | np.ndarray
@@ -150,6 +158,12 @@ class Term:
         a = np.asarray(self.achieved(d), dtype=np.float64)
         gap = a - np.asarray(self.limit_gy, dtype=np.float64)
         return gap if self.direction == "upper" else -gap
+
+    def piece_violation(self, d: np.ndarray) -> np.ndarray:
+        """`violation` of each piece the penalty acts on (each voxel of a maximum or
+        minimum limit, else the one achieved value): the augmented Lagrangian's
+        constraints (`atp.planning.constrained`)."""
+        return np.atleast_1d(self.violation(d))
 
     def held(self, d: np.ndarray, *, slack: float, weight: float) -> Term | None:
         """A copy that forbids doing worse than on ``d`` (beyond ``slack``).
@@ -204,6 +218,9 @@ class UpperMax(_Residual):
     def achieved(self, d):
         return float(np.max(d))
 
+    def piece_violation(self, d):
+        return np.asarray(d, dtype=np.float64) - self.limit_gy
+
 
 @register
 @dataclass(kw_only=True, eq=False)
@@ -220,6 +237,9 @@ class LowerMin(_Residual):
     def achieved(self, d):
         return float(np.min(d))
 
+    def piece_violation(self, d):
+        return self.limit_gy - np.asarray(d, dtype=np.float64)
+
 
 @register
 @dataclass(kw_only=True, eq=False)
@@ -228,6 +248,7 @@ class Falloff(_Residual):
 
     kind: ClassVar[str] = "falloff"
     direction: ClassVar[str | None] = "upper"
+    voxelwise: ClassVar[bool] = True
 
     def residual(self, d):
         return (d - self.limit_gy).clip(min=0.0)
@@ -243,6 +264,7 @@ class Uniformity(_Residual):
 
     kind: ClassVar[str] = "uniformity"
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("hi", "<="),)
+    voxelwise: ClassVar[bool] = True
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
@@ -319,16 +341,12 @@ class _DoseVolume(_Residual):
         limit, pct = cls._limit_and_pct(spec)
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
-    def _order_index(self) -> int:
+    def _d_x(self, d):
         # the sample next to D_x% on the failing side (numpy's "higher"/"lower" percentile):
         # the metric interpolates between two sorted doses and meets its limit only when
         # both do, so both are penalized
         side = "higher" if self.direction == "upper" else "lower"
-        n = self.rows.size
-        return int(np.percentile(np.arange(n), 100.0 - self.volume_pct, method=side))
-
-    def _d_x(self, d):
-        k = self._order_index()
+        k = _order_index(self.rows.size, 100.0 - self.volume_pct, side)
         if isinstance(d, np.ndarray):
             return np.partition(d, k)[k]
         return d.kthvalue(k + 1).values
