@@ -44,7 +44,7 @@ class PlanSettings:
 
     mode: str = "weighted"  # or "lexicographic"
     ladder: float = 10.0
-    max_iter: int = 200
+    max_iter: int = 1500  # per solve: a cap; the goal-metric stop rule ends it first
     falloff_start_pct: float = 100.0
     falloff_end_pct: float = 30.0
     falloff_mm: float = 15.0
@@ -57,8 +57,8 @@ class PlanSettings:
     p1_boost: float = 4.0  # penalty growth when a round did not cut the worst violation
     lexicographic_slack: float = 0.02
     solver: str = "lbfgsb"  # see atp.planning.solvers.SOLVERS
-    stop_gy: float = 0.05  # stop when no goal metric moved more than this ...
-    stop_window: int = 10  # ... over the last this many iterations
+    stop_gy: float = 0.03  # stop when no goal metric moved more than this ...
+    stop_window: int = 30  # ... over the last this many iterations
     backend: str = "numpy"  # or "torch" (atp.backends.torch_objective)
     device: str = "cpu"  # torch backend: "cpu" or "cuda"
 
