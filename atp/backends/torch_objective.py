@@ -77,6 +77,7 @@ class TorchObjective:
         return self._d @ self._tensor(w)
 
     def dose(self, w: np.ndarray) -> np.ndarray:
+        """Dose of fluence ``w`` at the matrix rows (float32, numpy)."""
         return self._dose_t(w).cpu().numpy()
 
     def _terms(self, terms: list[Term]):

@@ -189,6 +189,7 @@ class _Residual(Term):
     """Penalty ``sum(r^2) / (ref^2 n)`` of a residual ``r`` with an identity Jacobian."""
 
     def residual(self, d):
+        """The residual ``r`` on the doses of ``rows`` (0 where the limit holds)."""
         raise NotImplementedError
 
     def _scale(self) -> float:
@@ -213,6 +214,7 @@ class UpperMax(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmax", "<="),)
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -232,6 +234,7 @@ class LowerMin(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmin", ">="),)
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         return (d - self.limit_gy).clip(max=0.0)
 
     def achieved(self, d):
@@ -251,6 +254,7 @@ class Falloff(_Residual):
     voxelwise: ClassVar[bool] = True
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -268,10 +272,12 @@ class Uniformity(_Residual):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
         rx = spec.rx_max_gy
         return cls(limit_gy=spec.goal.rx_gy or rx, **{**spec.fields, "ref_gy": rx})
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         return d - self.limit_gy
 
     def achieved(self, d):
@@ -338,6 +344,7 @@ class _DoseVolume(_Residual):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
         limit, pct = cls._limit_and_pct(spec)
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
@@ -367,6 +374,7 @@ class UpperDvh(_DoseVolume):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
         limit, pct = cls._limit_and_pct(spec)
         if spec.goal.goal.metric.kind in ("dpct", "dcc") and pct * spec.rows.size / 100 < 1:
             # less than one voxel may exceed the limit (D0.03cc on coarse grids): a
@@ -375,6 +383,7 @@ class UpperDvh(_DoseVolume):
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         v = self.limit_gy
         return (d - v) * ((d > v) & (d <= self._d_x(d)))
 
@@ -390,6 +399,7 @@ class LowerDvh(_DoseVolume):
         ("dpct", ">="), ("dcc", ">="), ("vgy", ">="), ("vgy_cc", ">="))
 
     def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
         v = self.limit_gy
         return (d - v) * ((d < v) & (d >= self._d_x(d)))
 

@@ -42,11 +42,13 @@ class SmoothnessTerm:
         return self.strength / (max(self.pairs.shape[0], 1) * self.w_ref ** 2)
 
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        """Penalty on neighbouring beamlet differences and its gradient w.r.t. ``w``."""
         r = self.pairs @ w
         scale = self._scale()
         return float(np.dot(r, r)) * scale, 2.0 * scale * (self.pairs.T @ r)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        """The penalty's Hessian times ``v``."""
         return 2.0 * self._scale() * (self.pairs.T @ (self.pairs @ v))
 
 
@@ -81,6 +83,7 @@ class NumpyObjective:
         self.n_beamlets = self.matrix.shape[1]
 
     def dose(self, w: np.ndarray) -> np.ndarray:
+        """Dose of fluence ``w`` at the matrix rows (float32)."""
         return self.matrix @ np.asarray(w).astype(np.float32, copy=False)
 
     def evaluate(self, w: np.ndarray, terms: list[Term]) -> tuple[float, np.ndarray,
@@ -121,6 +124,7 @@ class FluenceProblem:
 
     @property
     def matrix(self):
+        """The dose-influence matrix (scipy sparse) the backend was built from."""
         return self.backend.matrix
 
     def dose(self, w: np.ndarray) -> np.ndarray:
@@ -174,6 +178,7 @@ class FluenceProblem:
 
     def goal_metrics(self, terms: list[Term], w: np.ndarray, indices: list[int]
                      ) -> np.ndarray:
+        """Achieved value of ``terms[i]`` for each ``i`` in ``indices`` at fluence ``w``."""
         dose = self.dose(w)
         return np.array([terms[i].achieved(dose[terms[i].rows]) for i in indices])
 

@@ -105,17 +105,21 @@ class PlanResult:
 
     @property
     def all_p1_met(self) -> bool:
+        """Whether every priority-1 goal is met."""
         return all(o.met for o in self.report if o.priority == 1)
 
     @property
     def p1_feasible(self) -> bool:
+        """False when the priority-1 goals were found unable to hold together."""
         return not self.p1_infeasible
 
     @property
     def n_goals_met(self) -> int:
+        """How many goals of the report are met."""
         return sum(bool(o.met) for o in self.report)
 
     def summary(self) -> str:
+        """One line: goals met, and the priority-1 state (met, violated or infeasible)."""
         p1 = [o for o in self.report if o.priority == 1]
         head = f"{self.n_goals_met} of {len(self.report)} goals met; "
         if self.p1_infeasible:

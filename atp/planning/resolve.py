@@ -30,6 +30,7 @@ class ResolvedGoal:
 
     @property
     def label(self) -> str:
+        """The goal with its resolved value, e.g. ``Dmean(parotid_l) <= 26``."""
         return f"{self.goal.metric.name}({self.roi}) {self.goal.op} {self.value:.4g}"
 
 
