@@ -164,9 +164,11 @@ def test_warm_start_reaches_the_cold_objective_sooner(case, influence, reference
 
 
 def test_infeasible_p1_returns_the_best_plan_and_names_the_violation(case, influence):
+    # soft priority-1 goals (p1_rounds=0): since issue 16 hard limits meet this one by
+    # giving up coverage (tests/test_planning_hard.py); a soft one still breaks, named
     goals = GoalList.from_dicts(BASE[:2] + [
         dict(roi="parotid_l", metric="Dmax", op="<=", value=1.0, priority=1)])
-    r = plan(case, influence, goals)
+    r = plan(case, influence, goals, settings=PlanSettings(p1_rounds=0))
     assert not r.all_p1_met
     assert "P1 VIOLATED: Dmax(parotid_l)" in r.summary()
     assert np.all(np.isfinite(r.dose_gy)) and r.fluence.min() >= 0
@@ -225,12 +227,12 @@ def test_dose_volume_penalty_is_zero_only_when_the_goal_is_met(kind, doses, limi
     """11 voxels: D95 (and D5) interpolate halfway between the two extreme sorted doses,
     so the goal fails by 0.01 Gy while no voxel lies between the metric and the limit.
     The penalty must still count the 0.02 Gy voxel: 0.02^2 / (ref^2 * 11), by hand."""
-    from atp.planning.objectives import Term, achieved
+    from atp.planning.objectives import make_term
 
     d = np.asarray(doses)
-    t = Term(kind, rows=np.arange(d.size), limit_gy=limit, volume_pct=95.0 if
-             kind == "lower_dvh" else 5.0, ref_gy=limit)
-    a = achieved(t, d)
+    t = make_term(kind, rows=np.arange(d.size), limit_gy=limit, volume_pct=95.0 if
+                  kind == "lower_dvh" else 5.0, ref_gy=limit)
+    a = t.achieved(d)
     assert abs(a - limit) == pytest.approx(0.01)
     value, grad = t.value_grad(d)
     assert value == pytest.approx(0.02 ** 2 / (limit ** 2 * 11), rel=1e-6)
@@ -244,16 +246,16 @@ def test_solver_stops_at_an_exact_zero_when_every_term_can_be_met():
     L-BFGS-B's own tolerances (ftol = gtol = 1e-12) it stopped at 3.5e-16."""
     import scipy.sparse as sp
 
-    from atp.planning.objectives import Term
+    from atp.planning.objectives import make_term
     from atp.planning.optimizer import FluenceProblem
 
     x, centres = np.arange(60.0), np.arange(0.0, 60.0, 1.5)
     kernel = np.exp(-0.5 * ((x[:, None] - centres[None, :]) / 3.0) ** 2)
     matrix = sp.csc_matrix(kernel.astype(np.float32))
     target, organs = np.arange(20, 40), np.r_[np.arange(0, 17), np.arange(43, 60)]
-    terms = [Term("lower_min", rows=target, limit_gy=60.0, ref_gy=60.0),
-             Term("upper_max", rows=target, limit_gy=66.0, ref_gy=60.0),
-             Term("upper_max", rows=organs, limit_gy=20.0, ref_gy=60.0)]
+    terms = [make_term("lower_min", rows=target, limit_gy=60.0, ref_gy=60.0),
+             make_term("upper_max", rows=target, limit_gy=66.0, ref_gy=60.0),
+             make_term("upper_max", rows=organs, limit_gy=20.0, ref_gy=60.0)]
     r = FluenceProblem(matrix).solve(terms, np.full(40, 10.0), max_iter=500)
     assert r.objective == 0.0 and r.n_iterations < 500
     dose = matrix @ r.fluence

@@ -46,21 +46,17 @@ HOLD_MARGIN = 0.005
 def _held(term, dose, *, weight: float):
     """A copy of ``term`` with a large weight and a limit it already meets: a met goal
     may use its room up to ``HOLD_MARGIN`` inside its limit (never crossing it), an unmet
-    one may not get worse; None for uniformity terms."""
-    import dataclasses
-
-    from atp.planning.objectives import achieved
-
-    if term.kind == "uniformity":
+    one may not get worse; None for terms that are not limits (uniformity)."""
+    if term.direction is None:
         return None
-    a = np.asarray(achieved(term, dose), dtype=np.float64)
+    a = np.asarray(term.achieved(dose[term.rows]), dtype=np.float64)
     lim = np.asarray(term.limit_gy, dtype=np.float64)
-    if term.kind.startswith("upper") or term.kind == "falloff":
+    if term.direction == "upper":
         new = np.where(a <= lim, np.maximum(lim * (1 - HOLD_MARGIN), a), a)
     else:
         new = np.where(a >= lim, np.minimum(lim * (1 + HOLD_MARGIN), a), a)
     new = float(new) if new.ndim == 0 else new
-    return dataclasses.replace(term, limit_gy=new, weight=weight, label=f"held: {term.label}")
+    return term.with_limit(new, weight=weight, label=f"held: {term.label}")
 
 
 def interval_matrix(plan: DeliverablePlan, influence) -> tuple[sp.csc_matrix, np.ndarray,

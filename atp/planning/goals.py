@@ -55,6 +55,7 @@ class Goal:
 
     @property
     def label(self) -> str:
+        """The goal as written, e.g. ``D0.03cc(spinal_cord) <=`` (or its ``name``)."""
         return self.name or f"{self.metric.name}({self.roi}) {self.op}"
 
 
@@ -111,6 +112,7 @@ class GoalList:
     @classmethod
     def from_dicts(cls, items: Iterable[Mapping[str, Any]], *, source: str = "<memory>"
                    ) -> GoalList:
+        """A goal list from mappings (site YAML); an error names ``source`` and the goal."""
         goals = tuple(goal_from_dict(d, where=f"{source}: goal {i} "
                                      f"({d.get('metric', '?')} {d.get('roi', '?')})"
                                      if isinstance(d, Mapping) else f"{source}: goal {i}")
@@ -143,6 +145,7 @@ class GoalList:
         return GoalList(tuple(out), self.source)
 
     def extended(self, other: GoalList) -> GoalList:
+        """This list followed by ``other``'s goals."""
         return GoalList(self.goals + other.goals, f"{self.source}+{other.source}")
 
 

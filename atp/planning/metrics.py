@@ -42,10 +42,12 @@ class Metric:
 
     @property
     def unit(self) -> str:
+        """Unit of the metric's value: ``Gy``, ``%``, ``cc`` or ``1`` (HI)."""
         return {"vgy": "%", "vgy_cc": "cc", "hi": "1"}.get(self.kind, "Gy")
 
     @property
     def is_dose(self) -> bool:
+        """Whether the value is a dose in Gy."""
         return self.unit == "Gy"
 
 

@@ -1,42 +1,124 @@
-"""Objective terms of the fluence optimization, each a penalty on a set of voxel rows.
+"""Objective terms of the fluence optimization: one class per kind, found in a registry.
 
-Every term is dimensionless: squared dose violations divided by the square of a reference
-dose (the goal's value, or the prescription for falloff/uniformity terms), averaged over the
-term's voxels. Dose-volume terms follow the classic piecewise-quadratic form (Wu & Mohan,
-Med Phys 27:701, 2000): for ``D_x% <= v`` only the voxels above ``v`` that are not among
-the hottest x % allowed to exceed it are penalized (those with ``v < d <= D_x%``); for
-``D_x% >= v`` the voxels below ``v`` that are not among the coldest (100 - x) % allowed
-(those with ``D_x% <= d < v``).
+Every term is a dimensionless penalty on a set of voxel rows: squared dose violations
+divided by the square of a reference dose (the goal's value, or the prescription for
+falloff/uniformity terms), averaged over the term's voxels. Dose-volume terms follow the
+classic piecewise-quadratic form (Wu & Mohan, Med Phys 27:701, 2000): for ``D_x% <= v``
+only the voxels above ``v`` that are not among the hottest x % allowed to exceed it are
+penalized (those with ``v < d <= D_x%``); for ``D_x% >= v`` the voxels below ``v`` that
+are not among the coldest (100 - x) % allowed (those with ``D_x% <= d < v``).
+
+A term class says what it limits (``achieved``), in which ``direction`` (``"upper"``:
+achieved <= limit, ``"lower"``: achieved >= limit, None: not a limit), its penalty and
+gradient (``value_grad``), a Gauss-Newton curvature product (``curvature``, for Newton
+steps) and which goal metrics it serves (``goals``: ``(metric kind, op)`` pairs).
+`register` puts it in `TERMS` (by kind) and `GOAL_TERMS` (by goal metric): adding a term
+kind touches one module, the one that defines the class.
+
+``value_grad`` and ``curvature`` use only operations that numpy arrays and torch tensors
+share (the torch backend, `atp.backends.torch_objective`, calls them on tensors).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import functools
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-KINDS = ("upper_max", "lower_min", "upper_mean", "lower_mean", "upper_dvh", "lower_dvh",
-         "falloff", "uniformity")
+if TYPE_CHECKING:
+    from atp.planning.resolve import ResolvedGoal
+
+#: kind name -> term class
+TERMS: dict[str, type[Term]] = {}
+#: (metric kind, op) of a goal -> the term class that turns such goals into terms
+GOAL_TERMS: dict[tuple[str, str], type[Term]] = {}
 
 
-@dataclass
+def register(cls: type[Term]) -> type[Term]:
+    """Class decorator: make a term class known by its ``kind`` and its ``goals``."""
+    if not cls.kind:
+        raise ValueError(f"term class {cls.__name__} has no kind")
+    if TERMS.get(cls.kind, cls) is not cls:
+        raise ValueError(f"term kind '{cls.kind}' is already {TERMS[cls.kind].__name__}")
+    for key in cls.goals:
+        if GOAL_TERMS.get(key, cls) is not cls:
+            raise ValueError(f"goals {key} are already turned into "
+                             f"{GOAL_TERMS[key].__name__} terms")
+    TERMS[cls.kind] = cls
+    GOAL_TERMS.update({key: cls for key in cls.goals})
+    return cls
+
+
+def unregister(cls: type[Term]) -> None:
+    """Remove a term class from the registry (tests that add a toy kind)."""
+    if TERMS.get(cls.kind) is cls:
+        del TERMS[cls.kind]
+    for key in [k for k, c in GOAL_TERMS.items() if c is cls]:
+        del GOAL_TERMS[key]
+
+
+def make_term(kind: str, **fields) -> Term:
+    """A term of the registered ``kind``; ``fields`` are the class's dataclass fields."""
+    if kind not in TERMS:
+        raise ValueError(f"unknown objective kind '{kind}' (known: {sorted(TERMS)})")
+    return TERMS[kind](**fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _order_index(n: int, q: float, method: str) -> int:
+    """The index of numpy's ``percentile(x, q, method)`` in ``sort(x)``, ``x.size = n``."""
+    return int(np.percentile(np.arange(n), q, method=method))
+
+
+def _xp(a):
+    """The array module of ``a``: numpy, or torch for the torch backend's tensors."""
+    if isinstance(a, np.ndarray | np.generic | float | int):
+        return np
+    return sys.modules[type(a).__module__.split(".")[0]]
+
+
+@dataclass(frozen=True)
+class GoalSpec:
+    """What a term class needs to turn one resolved goal into a term."""
+
+    goal: ResolvedGoal
+    rows: np.ndarray
+    weight: float
+    rx_max_gy: float
+    voxel_cc: float
+    goal_index: int
+
+    @property
+    def fields(self) -> dict:
+        """The common term fields: rows, weight, reference dose, priority, label, index."""
+        r, m = self.goal, self.goal.goal.metric
+        ref = max(r.value if m.is_dose else m.param, 0.05 * self.rx_max_gy)
+        return dict(rows=self.rows, weight=self.weight, ref_gy=ref, priority=r.goal.priority,
+                    label=r.label, goal_index=self.goal_index)
+
+
+@dataclass(kw_only=True, eq=False)
 class Term:
-    """One penalty. ``limit_gy`` is a scalar, or one value per row for ``falloff``."""
+    """One penalty on the doses of ``rows``. ``limit_gy``: a scalar or one value per row."""
 
-    kind: str
+    kind: ClassVar[str] = ""
+    direction: ClassVar[str | None] = None
+    goals: ClassVar[tuple[tuple[str, str], ...]] = ()
+    voxelwise: ClassVar[bool] = False  # achieved is one value per row, not one number
+
     rows: np.ndarray
     limit_gy: float | np.ndarray
     weight: float = 1.0
-    volume_pct: float = 0.0  # x of D_x% for dose-volume terms
     ref_gy: float = 1.0  # normalisation dose
     priority: int = 0
     label: str = ""
     goal_index: int | None = None  # index into the resolved goal list, if from a goal
-    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"objective '{self.label}': unknown kind '{self.kind}'")
         self.rows = np.asarray(self.rows, dtype=np.int64)
         if np.unique(self.rows).size != self.rows.size:
             raise ValueError(f"objective '{self.label}': duplicate rows")
@@ -46,70 +128,280 @@ class Term:
         if not self.ref_gy > 0:
             raise ValueError(f"objective '{self.label}': reference dose must be > 0")
 
-    def value_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        """Penalty and its gradient with respect to the doses of ``rows``."""
-        d = dose_gy[self.rows].astype(np.float64)
-        n = d.size
-        scale = 1.0 / (self.ref_gy * self.ref_gy * n)
-        k, v = self.kind, self.limit_gy
-        if k in ("upper_max", "falloff"):
-            r = np.maximum(d - v, 0.0)
-        elif k == "lower_min":
-            r = np.minimum(d - v, 0.0)
-        elif k == "uniformity":
-            r = d - v
-        elif k in ("upper_mean", "lower_mean"):
-            diff = float(d.mean(dtype=np.float64)) - float(v)
-            diff = max(diff, 0.0) if k == "upper_mean" else min(diff, 0.0)
-            # mean violation squared, normalised by ref^2 (n cancels in the mean)
-            return diff * diff / self.ref_gy ** 2, np.full(n, 2.0 * diff / (self.ref_gy ** 2 * n))
-        else:  # dose-volume
-            # the sample next to D_x% on the failing side: the metric interpolates between
-            # two sorted doses and meets its limit only when both do, so both are penalized
-            side = "higher" if k == "upper_dvh" else "lower"
-            d_x = float(np.percentile(d, 100.0 - self.volume_pct, method=side))
-            if k == "upper_dvh":
-                r = np.where((d > v) & (d <= d_x), d - v, 0.0)
-            else:
-                r = np.where((d < v) & (d >= d_x), d - v, 0.0)
-        return float(np.dot(r, r)) * scale, 2.0 * scale * r
+    @classmethod
+    def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (the goal's value as the limit)."""
+        return cls(limit_gy=spec.goal.value, **spec.fields)
+
+    # --- what a kind defines -------------------------------------------------------------
+    def value_grad(self, d):
+        """Penalty and its gradient with respect to ``d``, the doses of ``rows``."""
+        raise NotImplementedError
+
+    def curvature(self, d, v):
+        """Gauss-Newton Hessian of the penalty (w.r.t. ``d``) times ``v``."""
+        raise NotImplementedError
+
+    def achieved(self, d: np.ndarray) -> float | np.ndarray:
+        """The quantity the term limits, on the doses of ``rows`` (a float or per row)."""
+        raise NotImplementedError
+
+    # --- generic, from direction and achieved --------------------------------------------
+    def with_limit(self, limit_gy: float | np.ndarray, **changes) -> Term:
+        """A copy with another limit (and any other field changed)."""
+        return dataclasses.replace(self, limit_gy=limit_gy, **changes)
+
+    def violation(self, d: np.ndarray) -> np.ndarray:
+        """How far the achieved value lies on the wrong side of the limit (> 0: violated)."""
+        if self.direction is None:
+            raise ValueError(f"objective '{self.label}' is not a limit")
+        a = np.asarray(self.achieved(d), dtype=np.float64)
+        gap = a - np.asarray(self.limit_gy, dtype=np.float64)
+        return gap if self.direction == "upper" else -gap
+
+    def piece_violation(self, d: np.ndarray) -> np.ndarray:
+        """`violation` of each piece the penalty acts on (each voxel of a maximum or
+        minimum limit, else the one achieved value): the augmented Lagrangian's
+        constraints (`atp.planning.constrained`)."""
+        return np.atleast_1d(self.violation(d))
+
+    def held(self, d: np.ndarray, *, slack: float, weight: float) -> Term | None:
+        """A copy that forbids doing worse than on ``d`` (beyond ``slack``).
+
+        Its limit stays the term's own limit where it is met (so a met hard constraint
+        stays met), else becomes the achieved value loosened by ``slack``. Terms without
+        a direction are not held (they are not limits).
+        """
+        if self.direction is None:
+            return None
+        a = np.asarray(self.achieved(d))
+        lim = np.asarray(self.limit_gy, dtype=np.float64)
+        tol = 1e-4 * np.abs(lim) + 1e-9
+        if self.direction == "upper":
+            limit = np.where(a <= lim + tol, lim, a * (1.0 + slack))
+        else:
+            limit = np.where(a >= lim - tol, lim, a * (1.0 - slack))
+        limit = float(limit) if np.ndim(limit) == 0 else limit
+        return self.with_limit(limit, weight=weight, label=f"held: {self.label}")
 
 
-def achieved(term: Term, dose_gy: np.ndarray) -> float | np.ndarray:
-    """The quantity a term limits, on ``dose_gy``: max, min, mean, D_x% or per-voxel dose."""
-    d = dose_gy[term.rows].astype(np.float64)
-    k = term.kind
-    if k == "upper_max":
-        return float(d.max())
-    if k == "lower_min":
-        return float(d.min())
-    if k in ("upper_mean", "lower_mean"):
-        return float(d.mean())
-    if k in ("upper_dvh", "lower_dvh"):
-        return float(np.percentile(d, 100.0 - term.volume_pct))
-    return d  # falloff and uniformity: the voxel doses
+class _Residual(Term):
+    """Penalty ``sum(r^2) / (ref^2 n)`` of a residual ``r`` with an identity Jacobian."""
+
+    def residual(self, d):
+        """The residual ``r`` on the doses of ``rows`` (0 where the limit holds)."""
+        raise NotImplementedError
+
+    def _scale(self) -> float:
+        return 1.0 / (self.ref_gy * self.ref_gy * self.rows.size)
+
+    def value_grad(self, d):
+        r = self.residual(d)
+        scale = self._scale()
+        return (r @ r) * scale, (2.0 * scale) * r
+
+    def curvature(self, d, v):
+        return (2.0 * self._scale()) * v * (self.residual(d) != 0)
 
 
-def held(term: Term, dose_gy: np.ndarray, *, slack: float, weight: float) -> Term | None:
-    """A copy of ``term`` that forbids doing worse than on ``dose_gy`` (beyond ``slack``).
+@register
+@dataclass(kw_only=True, eq=False)
+class UpperMax(_Residual):
+    """``Dmax <= v``: every voxel above the limit is penalized."""
 
-    Its limit stays the goal's own limit when the goal is met (so a met hard constraint
-    stays met), else becomes the achieved value loosened by ``slack``. Uniformity terms
-    are not held (they are not limits).
-    """
-    if term.kind == "uniformity":
-        return None
-    a = np.asarray(achieved(term, dose_gy))
-    lim = np.asarray(term.limit_gy, dtype=np.float64)
-    tol = 1e-4 * np.abs(lim) + 1e-9
-    if term.kind.startswith("upper") or term.kind == "falloff":
-        limit = np.where(a <= lim + tol, lim, a * (1.0 + slack))
-    else:
-        limit = np.where(a >= lim - tol, lim, a * (1.0 - slack))
-    limit = float(limit) if np.ndim(limit) == 0 else limit
-    return Term(term.kind, rows=term.rows, limit_gy=limit, weight=weight,
-                volume_pct=term.volume_pct, ref_gy=term.ref_gy, priority=term.priority,
-                label=f"held: {term.label}", goal_index=term.goal_index)
+    kind: ClassVar[str] = "upper_max"
+    direction: ClassVar[str | None] = "upper"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmax", "<="),)
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        return (d - self.limit_gy).clip(min=0.0)
+
+    def achieved(self, d):
+        return float(np.max(d))
+
+    def piece_violation(self, d):
+        return np.asarray(d, dtype=np.float64) - self.limit_gy
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class LowerMin(_Residual):
+    """``Dmin >= v``: every voxel below the limit is penalized."""
+
+    kind: ClassVar[str] = "lower_min"
+    direction: ClassVar[str | None] = "lower"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmin", ">="),)
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        return (d - self.limit_gy).clip(max=0.0)
+
+    def achieved(self, d):
+        return float(np.min(d))
+
+    def piece_violation(self, d):
+        return self.limit_gy - np.asarray(d, dtype=np.float64)
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class Falloff(_Residual):
+    """A per-voxel upper limit (the F_CI normal-tissue fall-off control)."""
+
+    kind: ClassVar[str] = "falloff"
+    direction: ClassVar[str | None] = "upper"
+    voxelwise: ClassVar[bool] = True
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        return (d - self.limit_gy).clip(min=0.0)
+
+    def achieved(self, d):
+        return np.asarray(d, dtype=np.float64)
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class Uniformity(_Residual):
+    """Every voxel pulled towards the prescription (an ``HI <=`` goal). Not a limit."""
+
+    kind: ClassVar[str] = "uniformity"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (("hi", "<="),)
+    voxelwise: ClassVar[bool] = True
+
+    @classmethod
+    def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
+        rx = spec.rx_max_gy
+        return cls(limit_gy=spec.goal.rx_gy or rx, **{**spec.fields, "ref_gy": rx})
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        return d - self.limit_gy
+
+    def achieved(self, d):
+        return np.asarray(d, dtype=np.float64)
+
+
+class _Mean(Term):
+    """The squared violation of the mean dose, ``(mean - v)^2 / ref^2``."""
+
+    def _diff(self, d):
+        diff = d.mean() - self.limit_gy
+        return diff.clip(min=0.0) if self.direction == "upper" else diff.clip(max=0.0)
+
+    def value_grad(self, d):
+        diff = self._diff(d)
+        n, ref2 = self.rows.size, self.ref_gy ** 2
+        # mean violation squared, normalised by ref^2 (n cancels in the mean)
+        return diff * diff / ref2, _xp(d).ones_like(d) * (2.0 * diff / (ref2 * n))
+
+    def curvature(self, d, v):
+        n = self.rows.size
+        active = self._diff(d) != 0
+        return _xp(d).ones_like(d) * (v.sum() * (2.0 * active / (self.ref_gy ** 2 * n * n)))
+
+    def achieved(self, d):
+        return float(np.mean(d, dtype=np.float64))
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class UpperMean(_Mean):
+    """``Dmean <= v``."""
+
+    kind: ClassVar[str] = "upper_mean"
+    direction: ClassVar[str | None] = "upper"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmean", "<="),)
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class LowerMean(_Mean):
+    """``Dmean >= v``."""
+
+    kind: ClassVar[str] = "lower_mean"
+    direction: ClassVar[str | None] = "lower"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmean", ">="),)
+
+
+@dataclass(kw_only=True, eq=False)
+class _DoseVolume(_Residual):
+    """A limit on D_x% (``volume_pct`` = x). ``Dx%``/``Dxcc`` goals limit the dose at a
+    volume, ``VxGy``/``VxGy_cc`` goals the volume at a dose: both become a D_x% limit."""
+
+    volume_pct: float = 0.0
+
+    @classmethod
+    def _limit_and_pct(cls, spec: GoalSpec) -> tuple[float, float]:
+        r, m, n = spec.goal, spec.goal.goal.metric, spec.rows.size
+        if m.kind in ("dpct", "dcc"):
+            pct = m.param if m.kind == "dpct" else 100.0 * m.param / (n * spec.voxel_cc)
+            return r.value, float(np.clip(pct, 0.0, 100.0))
+        pct = r.value if m.kind == "vgy" else 100.0 * r.value / (n * spec.voxel_cc)
+        return m.param, float(np.clip(pct, 0.0, 100.0))
+
+    @classmethod
+    def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
+        limit, pct = cls._limit_and_pct(spec)
+        return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
+
+    def _d_x(self, d):
+        # the sample next to D_x% on the failing side (numpy's "higher"/"lower" percentile):
+        # the metric interpolates between two sorted doses and meets its limit only when
+        # both do, so both are penalized
+        side = "higher" if self.direction == "upper" else "lower"
+        k = _order_index(self.rows.size, 100.0 - self.volume_pct, side)
+        if isinstance(d, np.ndarray):
+            return np.partition(d, k)[k]
+        return d.kthvalue(k + 1).values
+
+    def achieved(self, d):
+        return float(np.percentile(np.asarray(d, dtype=np.float64), 100.0 - self.volume_pct))
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class UpperDvh(_DoseVolume):
+    """``D_x% <= v``."""
+
+    kind: ClassVar[str] = "upper_dvh"
+    direction: ClassVar[str | None] = "upper"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("dpct", "<="), ("dcc", "<="), ("vgy", "<="), ("vgy_cc", "<="))
+
+    @classmethod
+    def from_goal(cls, spec: GoalSpec) -> Term:
+        """The term for one resolved goal (see `Term.from_goal`)."""
+        limit, pct = cls._limit_and_pct(spec)
+        if spec.goal.goal.metric.kind in ("dpct", "dcc") and pct * spec.rows.size / 100 < 1:
+            # less than one voxel may exceed the limit (D0.03cc on coarse grids): a
+            # dose-volume penalty would ignore the hottest voxel, so limit the maximum
+            return UpperMax.from_goal(spec)
+        return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        v = self.limit_gy
+        return (d - v) * ((d > v) & (d <= self._d_x(d)))
+
+
+@register
+@dataclass(kw_only=True, eq=False)
+class LowerDvh(_DoseVolume):
+    """``D_x% >= v``."""
+
+    kind: ClassVar[str] = "lower_dvh"
+    direction: ClassVar[str | None] = "lower"
+    goals: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("dpct", ">="), ("dcc", ">="), ("vgy", ">="), ("vgy_cc", ">="))
+
+    def residual(self, d):
+        """The residual on ``d`` (see `_Residual`)."""
+        v = self.limit_gy
+        return (d - v) * ((d < v) & (d >= self._d_x(d)))
 
 
 def total_objective(terms: list[Term], dose_gy: np.ndarray) -> tuple[float, np.ndarray,
@@ -124,8 +416,18 @@ def total_objective(terms: list[Term], dose_gy: np.ndarray) -> tuple[float, np.n
     values = np.empty(len(terms), dtype=np.float64)
     total = 0.0
     for i, t in enumerate(terms):
-        f, g = t.value_grad(dose_gy)
+        f, g = t.value_grad(dose_gy[t.rows].astype(np.float64))
         values[i] = f
         total += t.weight * f
         grad[t.rows] += (t.weight / wsum) * g  # rows are unique within a term
     return total / wsum, grad, values
+
+
+def total_curvature(terms: list[Term], dose_gy: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Gauss-Newton Hessian of `total_objective` (w.r.t. the dose) times ``v``."""
+    wsum = float(sum(t.weight for t in terms))
+    out = np.zeros(dose_gy.shape[0], dtype=np.float64)
+    for t in terms:
+        out[t.rows] += (t.weight / wsum) * t.curvature(dose_gy[t.rows].astype(np.float64),
+                                                       v[t.rows])
+    return out

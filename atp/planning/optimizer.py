@@ -1,33 +1,33 @@
 """Fluence optimization: w >= 0 minimizing the normalized weighted objective over D @ w.
 
-The default solver is scipy's bound-constrained L-BFGS-B. The dose matrix is used as
-given (the engine's float32 CSC) for the forward product and through its free transpose
-view (CSR) for the gradient product: no copy of a matrix that may take gigabytes.
-Measured on an OpenKBP patient (`python -m atp.bench.optimizer`), a CSR copy would make
-the two products about a quarter faster at twice the memory.
+The objective and its gradient come from a backend: `NumpyObjective` (scipy.sparse, the
+default, domain layer) or the torch backend (`atp.backends.torch_objective`, torch sparse
+CSR in float32 on the CPU or a GPU), chosen by name (`BACKENDS`). The numpy backend uses
+the dose matrix as given (the engine's float32 CSC) for the forward product and through
+its free transpose view (CSR) for the gradient product: no copy of a matrix that may take
+gigabytes.
 
-Convergence (same benchmark, 9 fields, reference dose as the prediction): every goal and
-control can be met there, and the objective reaches exactly 0 (no voxel violates any
-term) in about 80 evaluations. L-BFGS-B's own ftol and gtol are therefore 0: a solve ends
-at an exact optimum, when `solve`'s relative-progress window stalls, or at ``max_iter``.
-On a trade-off that cannot meet every goal (parotids 80 % below the prediction) the tail
-is slow (with the fall-off from the target border, a fit gave f - f* ~ 1/k): the
-residual lies along fluence modes that the dose blurring makes nearly flat. A convex QP
-with the optimum's active set frozen, uniform voxel weights, Jacobi scaling or damped
-Gauss-Newton steps converged as slowly, so the cause is the conditioning of the dose
-matrix itself, not the priority ladder or the kinks.
+Solvers (`atp.planning.solvers`): scipy's bound-constrained L-BFGS-B (the default) and a
+projected truncated Newton-CG on the free beamlets whose Hessian-vector product is two
+sparse products (D^T C D v, C the Gauss-Newton curvature of the terms). A solve stops at
+an exact optimum (every term met), at ``max_iter``, or when no goal metric (the achieved
+value of every term with a scalar limit, in Gy) moved more than ``stop_gy`` over the last
+``stop_window`` iterations. `python -m atp.bench.optimizer` measures both solvers.
 """
 
 from __future__ import annotations
 
-import time
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import minimize
 
-from atp.planning.objectives import Term, total_objective
+from atp.planning.objectives import Term, total_curvature, total_objective
+
+#: backend name -> class, or "module:Class" imported on first use (keeps the domain
+#: layer free of torch unless a user asks for the torch backend)
+BACKENDS: dict[str, object] = {"torch": "atp.backends.torch_objective:TorchObjective"}
 
 
 @dataclass
@@ -38,10 +38,18 @@ class SmoothnessTerm:
     strength: float
     w_ref: float
 
+    def _scale(self) -> float:
+        return self.strength / (max(self.pairs.shape[0], 1) * self.w_ref ** 2)
+
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        """Penalty on neighbouring beamlet differences and its gradient w.r.t. ``w``."""
         r = self.pairs @ w
-        scale = self.strength / (max(self.pairs.shape[0], 1) * self.w_ref ** 2)
+        scale = self._scale()
         return float(np.dot(r, r)) * scale, 2.0 * scale * (self.pairs.T @ r)
+
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        """The penalty's Hessian times ``v``."""
+        return 2.0 * self._scale() * (self.pairs.T @ (self.pairs @ v))
 
 
 @dataclass
@@ -50,16 +58,22 @@ class SolveResult:
     objective: float
     term_values: np.ndarray
     n_iterations: int
-    n_evaluations: int
+    n_evaluations: int  # objective + gradient evaluations (two sparse products each)
     wall_s: float
     history: list[float] = field(default_factory=list)
     message: str = ""
+    n_hess_vec: int = 0  # Hessian-vector products (two sparse products each)
+    metric_history: list[np.ndarray] = field(default_factory=list)
 
 
-class FluenceProblem:
-    """The dose matrix with its transpose, and the objective evaluation."""
+class NumpyObjective:
+    """Objective, gradient and Gauss-Newton Hessian products with scipy.sparse."""
 
-    def __init__(self, matrix: sp.spmatrix):
+    name = "numpy"
+
+    def __init__(self, matrix: sp.spmatrix, *, device: str = "cpu"):
+        if device != "cpu":
+            raise ValueError(f"the numpy backend runs on the CPU, not on '{device}'")
         if not sp.issparse(matrix):
             raise TypeError("the dose matrix must be a scipy.sparse matrix")
         if matrix.format not in ("csc", "csr"):
@@ -69,7 +83,55 @@ class FluenceProblem:
         self.n_beamlets = self.matrix.shape[1]
 
     def dose(self, w: np.ndarray) -> np.ndarray:
-        return self.matrix @ w.astype(np.float32, copy=False)
+        """Dose of fluence ``w`` at the matrix rows (float32)."""
+        return self.matrix @ np.asarray(w).astype(np.float32, copy=False)
+
+    def evaluate(self, w: np.ndarray, terms: list[Term]) -> tuple[float, np.ndarray,
+                                                                  np.ndarray, np.ndarray]:
+        """Objective, gradient w.r.t. ``w`` (float64), per-term values and the dose."""
+        dose = self.dose(w)
+        f, g_dose, values = total_objective(terms, dose)
+        g = (self.matrix_t @ g_dose.astype(np.float32)).astype(np.float64)
+        return float(f), g, values, dose
+
+    def hess_vec(self, dose: np.ndarray, terms: list[Term], v: np.ndarray) -> np.ndarray:
+        """Gauss-Newton Hessian at ``dose`` times ``v``: D^T C D v (two sparse products)."""
+        dv = self.matrix @ v.astype(np.float32)
+        c = total_curvature(terms, dose, dv.astype(np.float64))
+        return (self.matrix_t @ c.astype(np.float32)).astype(np.float64)
+
+
+def make_backend(name: str, matrix, *, device: str = "cpu"):
+    """The objective backend ``name`` (see `BACKENDS`) for ``matrix`` on ``device``."""
+    if name == "numpy":
+        return NumpyObjective(matrix, device=device)
+    if name not in BACKENDS:
+        raise ValueError(f"planner backend '{name}' is not one of {['numpy', *BACKENDS]}")
+    cls = BACKENDS[name]
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls(matrix, device=device)
+
+
+class FluenceProblem:
+    """The dose matrix on a backend, the objective evaluation and the solvers."""
+
+    def __init__(self, matrix, *, backend: str = "numpy", device: str = "cpu"):
+        self.backend = make_backend(backend, matrix, device=device)
+        self.n_beamlets = self.backend.n_beamlets
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (w, dose) last evaluated
+
+    @property
+    def matrix(self):
+        """The dose-influence matrix (scipy sparse) the backend was built from."""
+        return self.backend.matrix
+
+    def dose(self, w: np.ndarray) -> np.ndarray:
+        """Dose of fluence ``w`` at the matrix rows (float32, numpy)."""
+        if self._last is not None and np.array_equal(self._last[0], w):
+            return self._last[1]
+        return np.asarray(self.backend.dose(w))
 
     def uniform_fluence(self, target_rows: np.ndarray, target_dose_gy: float) -> np.ndarray:
         """A flat fluence scaled so that the target's mean dose equals ``target_dose_gy``."""
@@ -80,68 +142,72 @@ class FluenceProblem:
         return ones * np.float32(target_dose_gy / mean)
 
     def evaluate(self, w: np.ndarray, terms: list[Term],
-                 smooth: SmoothnessTerm | None = None,
-                 extra=None) -> tuple[float, np.ndarray, np.ndarray]:
-        """Objective, gradient w.r.t. ``w`` (float64) and per-term values.
-
-        ``extra(dose) -> (f, grad_dose)`` adds a term on the dose (used for the
-        lexicographic constraints).
-        """
-        dose = self.dose(w)
-        f, g_dose, values = total_objective(terms, dose)
-        if extra is not None:
-            fe, ge = extra(dose)
-            f += fe
-            g_dose = g_dose + ge
-        g = (self.matrix_t @ g_dose.astype(np.float32)).astype(np.float64)
+                 smooth: SmoothnessTerm | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+        """Objective, gradient w.r.t. ``w`` (float64) and per-term values."""
+        f, g, values, dose = self.backend.evaluate(w, terms)
+        self._last = (np.array(w, copy=True), np.asarray(dose))
         if smooth is not None:
-            fs, gs = smooth.value_grad(w)
+            fs, gs = smooth.value_grad(np.asarray(w, np.float64))
             f += fs
-            g += gs
+            g = g + gs
         return f, g, values
 
+    def hess_vec(self, w: np.ndarray, terms: list[Term], v: np.ndarray,
+                 smooth: SmoothnessTerm | None = None) -> np.ndarray:
+        """Gauss-Newton Hessian of the objective at ``w`` times ``v``."""
+        hv = np.asarray(self.backend.hess_vec(self.dose(w), terms, v))
+        return hv + smooth.hess_vec(v) if smooth is not None else hv
+
     def solve(self, terms: list[Term], w0: np.ndarray, *, max_iter: int = 200,
-              smooth: SmoothnessTerm | None = None, extra=None,
-              rtol: float = 1e-3, window: int = 10) -> SolveResult:
-        """Minimize from ``w0`` with L-BFGS-B under w >= 0.
+              smooth: SmoothnessTerm | None = None, solver: str = "lbfgsb",
+              stop_gy: float = 0.0, stop_window: int = 10, rtol: float = 1e-3
+              ) -> SolveResult:
+        """Minimize from ``w0`` under w >= 0 with ``solver`` (see `atp.planning.solvers`).
 
-        Stops after ``max_iter`` iterations or when the last ``window`` iterations
-        improved the objective by less than ``rtol`` of its current value. The test is
-        relative to where the solve is, not where it started, so a warm start close to
-        the optimum stops early and a cold start runs until it converges.
+        Stops after ``max_iter`` iterations, at an exact optimum, or, when ``stop_gy`` >
+        0, once no goal metric moved more than ``stop_gy`` Gy over the last
+        ``stop_window`` iterations; with ``stop_gy`` = 0, once the last ``stop_window``
+        iterations improved the objective by less than ``rtol`` of its current value.
         """
-        history: list[float] = []
-        per_iter: list[float] = []
-        t0 = time.perf_counter()
-        w0 = np.maximum(np.asarray(w0, np.float64), 0.0)
-        f0 = self.evaluate(w0, terms, smooth, extra)[0]
-        scale = 1.0 / f0 if f0 > 0 else 1.0  # keeps f near 1 for L-BFGS-B's own tests
-        # optimize x = w / w_unit so that variables are O(1): L-BFGS-B's first step has
-        # unit length, which is nothing for fluences of thousands of MU-equivalents
-        w_unit = float(w0.mean()) if w0.mean() > 0 else 1.0
+        from atp.planning.solvers import SOLVERS
 
-        def fun(x):
-            f, g, _ = self.evaluate(x * w_unit, terms, smooth, extra)
-            history.append(f)
-            return f * scale, g * (scale * w_unit)
+        if solver not in SOLVERS:
+            raise ValueError(f"planner solver '{solver}' is not one of {sorted(SOLVERS)}")
+        watch = StopRule(terms, stop_gy=stop_gy, window=stop_window, rtol=rtol)
+        return SOLVERS[solver](self, terms, w0, max_iter=max_iter, smooth=smooth, watch=watch)
 
-        def callback(intermediate_result):
-            per_iter.append(float(intermediate_result.fun) / scale)
-            if len(per_iter) > window:
-                old, new = per_iter[-window - 1], per_iter[-1]
-                if old - new <= rtol * new:
-                    raise StopIteration
+    def goal_metrics(self, terms: list[Term], w: np.ndarray, indices: list[int]
+                     ) -> np.ndarray:
+        """Achieved value of ``terms[i]`` for each ``i`` in ``indices`` at fluence ``w``."""
+        dose = self.dose(w)
+        return np.array([terms[i].achieved(dose[terms[i].rows]) for i in indices])
 
-        res = minimize(fun, w0 / w_unit, jac=True, callback=callback,
-                       method="L-BFGS-B", bounds=[(0.0, None)] * self.n_beamlets,
-                       options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0,
-                                "maxcor": 20})
-        w = np.maximum(res.x * w_unit, 0.0).astype(np.float32)
-        f, _, values = self.evaluate(w, terms, smooth, extra)
-        return SolveResult(fluence=w, objective=f, term_values=values,
-                           n_iterations=int(res.nit), n_evaluations=int(res.nfev),
-                           wall_s=time.perf_counter() - t0, history=history,
-                           message=str(res.message))
+
+class StopRule:
+    """When to stop a solve: goal metrics that stopped moving, or a stalled objective."""
+
+    def __init__(self, terms: list[Term], *, stop_gy: float, window: int, rtol: float):
+        self.stop_gy, self.window, self.rtol = stop_gy, window, rtol
+        self.indices = [i for i, t in enumerate(terms)
+                        if t.direction is not None and not t.voxelwise]
+        self.objective: list[float] = []
+        self.metrics: list[np.ndarray] = []
+
+    def done(self, problem: FluenceProblem, terms: list[Term], w: np.ndarray,
+             f: float) -> bool:
+        """Record iteration ``w`` (objective ``f``); True when the solve should stop."""
+        self.objective.append(f)
+        k = self.window
+        if self.stop_gy > 0 and self.indices:
+            self.metrics.append(problem.goal_metrics(terms, w, self.indices))
+            if len(self.metrics) > k:
+                moved = np.max(np.abs(self.metrics[-1] - self.metrics[-k - 1]))
+                return bool(moved <= self.stop_gy)
+            return False
+        if len(self.objective) > k:
+            old, new = self.objective[-k - 1], self.objective[-1]
+            return old - new <= self.rtol * new
+        return False
 
 
 def neighbour_pairs(beamlet_beam: np.ndarray, beamlet_uv_mm: np.ndarray, *,

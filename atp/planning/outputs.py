@@ -30,6 +30,9 @@ def save_plan(out_dir: str | os.PathLike, case: PatientCase, result: PlanResult,
     write_report_csv(result.report, paths["report_csv"])
     write_report_json(result.report, paths["report_json"], patient_id=case.patient_id,
                       summary=result.summary(), all_p1_met=result.all_p1_met,
+                      p1_feasible=result.p1_feasible,
+                      p1_infeasible={result.resolved[i].label: a
+                                     for i, a in result.p1_infeasible.items()},
                       goals_met=result.n_goals_met, goals_total=len(result.report),
                       skipped=result.skipped, phases=result.phases, **(summary or {}))
     doses = {"ATP plan": result.dose_gy}

@@ -36,6 +36,9 @@ class GoalOutcome:
     met: bool
     margin: float  # >= 0 when met, in the metric's unit
     unit: str
+    #: a priority-1 goal that cannot be met with the other priority-1 goals: its tightest
+    #: achievable value (PlanResult.p1_infeasible); None otherwise
+    achievable: float | None = None
 
 
 def goal_report(case: PatientCase, dose_gy: np.ndarray, resolved: list[ResolvedGoal]

@@ -14,7 +14,6 @@ from atp.planning.metrics import evaluate_metric
 from atp.planning.structures import DERIVED, structure_mask
 
 log = logging.getLogger(__name__)
-SOURCES = ("user", "prescription", "predicted", "protocol")
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,7 @@ class ResolvedGoal:
 
     @property
     def label(self) -> str:
+        """The goal with its resolved value, e.g. ``Dmean(parotid_l) <= 26``."""
         return f"{self.goal.metric.name}({self.roi}) {self.goal.op} {self.value:.4g}"
 
 

@@ -16,8 +16,7 @@ from atp.names import ring_limits_mm
 DERIVED = ("normal_tissue", "lungs")
 
 
-def structure_mask(case: PatientCase, name: str, *, distance_mm: np.ndarray | None = None
-                   ) -> np.ndarray | None:
+def structure_mask(case: PatientCase, name: str) -> np.ndarray | None:
     """Mask of ROI or derived structure ``name``; None when the case cannot provide it."""
     if name in case.rois:
         return case.rois[name].mask
@@ -33,7 +32,7 @@ def structure_mask(case: PatientCase, name: str, *, distance_mm: np.ndarray | No
         return m & ~case.target_union()
     limits = ring_limits_mm(name)
     if limits is not None:
-        dist = case.distance_to_targets_mm() if distance_mm is None else distance_mm
+        dist = case.distance_to_targets_mm()
         inner, outer = limits
         return case.body_mask & (dist > inner) & (dist <= outer)
     return None

@@ -1,0 +1,1 @@
+"""Compute backends for domain algorithms (DL layer: these may import torch)."""

@@ -1,0 +1,136 @@
+"""Hard limits for the planner: an augmented Lagrangian around the bound-constrained solve.
+
+Hard terms (priority-1 goals; in lexicographic mode also the held terms of finished
+levels) keep their squared penalty, but with a shifted limit (the Powell-Hestenes-
+Rockafellar multiplier method in its shift form): after each solve, each piece of a hard
+term (each voxel of a maximum or minimum limit, else the term's achieved value) moves
+its shift by its violation, ``s <- max(0, s + g)``, and the limit the solver sees is
+``limit - s`` (upper) or ``limit + s`` (lower). The multiplier is ``lambda = c s`` with
+``c`` the penalty's curvature, so a finite weight holds a limit exactly once the shifts
+have converged; the weight grows by ``boost`` (shifts divided by it, multipliers kept)
+when a round did not cut the worst violation by 4.
+
+When the rounds end with a limit still broken, `repair` moves the fluence along the
+segment towards a witness that meets every limit (the previous level's plan, or a solve
+on the hard terms alone) to the first point that meets them: for limits that are convex
+in the fluence (maximum, minimum and mean dose) that point meets them all. If the solve on
+the hard terms alone cannot meet them either, the set is infeasible (`achievable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from atp.planning.objectives import Term
+from atp.planning.optimizer import FluenceProblem, SolveResult
+
+Solve = Callable[[list[Term], np.ndarray], SolveResult]
+
+
+def _tolerance(t: Term, rtol: float) -> np.ndarray:
+    return rtol * np.abs(np.asarray(t.limit_gy, dtype=np.float64)) + 1e-6
+
+
+def broken(terms: Sequence[Term], dose: np.ndarray, rtol: float | Sequence[float]
+           ) -> list[int]:
+    """Indices of the ``terms`` whose achieved value on ``dose`` breaks the limit by more
+    than ``rtol`` (relative to the limit; one value or one per term)."""
+    rtols = np.broadcast_to(np.asarray(rtol, dtype=np.float64), (len(terms),))
+    return [i for i, t in enumerate(terms)
+            if np.any(t.violation(dose[t.rows]) > _tolerance(t, rtols[i]))]
+
+
+def worst_violation(terms: Sequence[Term], dose: np.ndarray) -> float:
+    """The largest violation relative to its limit over ``terms`` (0 when all are met)."""
+    out = 0.0
+    for t in terms:
+        v = t.violation(dose[t.rows]) / np.maximum(np.abs(np.asarray(t.limit_gy)), 1e-6)
+        out = max(out, float(np.max(v)))
+    return out
+
+
+def repair(problem: FluenceProblem, terms: Sequence[Term], w: np.ndarray,
+           witness: np.ndarray, rtol, *, steps: int = 14) -> tuple[np.ndarray, bool]:
+    """The point nearest ``w`` on the segment to ``witness`` that meets every term.
+
+    Returns ``(fluence, met)``; ``w`` unchanged when it already meets them, and
+    ``met`` False when not even the witness does.
+    """
+    w = np.asarray(w, np.float32)
+    if not broken(terms, problem.dose(w), rtol):
+        return w, True
+    witness = np.asarray(witness, np.float32)
+    if broken(terms, problem.dose(witness), rtol):
+        return w, False
+    lo, hi = 0.0, 1.0  # lo breaks a limit, hi meets them all
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if broken(terms, problem.dose((1 - mid) * w + mid * witness), rtol):
+            lo = mid
+        else:
+            hi = mid
+    return ((1 - hi) * w + hi * witness).astype(np.float32), True
+
+
+def solve_hard(problem: FluenceProblem, terms: list[Term], hard: Sequence[int],
+               w0: np.ndarray, solve: Solve, *, rounds: int, boost: float,
+               rtol: float | Sequence[float], name: str
+               ) -> tuple[np.ndarray, list[tuple[str, SolveResult]], bool]:
+    """Minimize the weighted sum of ``terms`` with ``terms[i]`` for i in ``hard`` held.
+
+    Round 0 solves ``terms`` as given; each later round (at most ``rounds``) shifts the
+    hard limits by the violations of the previous one. The rounds also end when three of
+    them cut the worst violation by less than 10 % (an infeasible set looks like that).
+    Returns the fluence, the solves (named ``name``, ``name_al1``, ...) and whether every
+    hard term is met.
+    """
+    hard = list(hard)
+    base = [terms[i] for i in hard]
+    rtols = np.broadcast_to(np.asarray(rtol, dtype=np.float64), (len(hard),))
+    shifts = [np.zeros(1) for _ in hard]
+    weights = [t.weight for t in base]
+    results: list[tuple[str, SolveResult]] = []
+    current = list(terms)
+    w = np.asarray(w0, np.float32)
+    previous = np.inf
+    worst_seen: list[float] = []
+    for k in range(rounds + 1):
+        r = solve(current, w)
+        results.append((name if k == 0 else f"{name}_al{k}", r))
+        w = r.fluence
+        dose = problem.dose(w)
+        if not hard or not broken(base, dose, rtols):
+            return w, results, True
+        if k == rounds:
+            break
+        worst = worst_violation(base, dose)
+        worst_seen.append(worst)
+        if len(worst_seen) > 3 and worst > 0.9 * worst_seen[-4]:
+            break
+        grow = worst > 0.25 * previous
+        previous = worst
+        for j, (i, t) in enumerate(zip(hard, base, strict=True)):
+            s = np.maximum(shifts[j] + t.piece_violation(dose[t.rows]), 0.0)
+            if grow:
+                weights[j] *= boost
+                s = s / boost
+            shifts[j] = s
+            sign = 1.0 if t.direction == "upper" else -1.0
+            limit = np.asarray(t.limit_gy, dtype=np.float64) - sign * s
+            limit = float(limit[0]) if limit.size == 1 else limit
+            current[i] = t.with_limit(limit, weight=weights[j])
+    return w, results, False
+
+
+def achievable(problem: FluenceProblem, hard_terms: list[Term], index: int, w0: np.ndarray,
+               solve: Solve, *, rounds: int, boost: float, rtol: float
+               ) -> tuple[np.ndarray, list[tuple[str, SolveResult]]]:
+    """A fluence with ``hard_terms[index]`` as tight as it gets while the other hard terms
+    are met: its penalty minimized under the others as hard limits. Returns the fluence
+    and the solves."""
+    others = [i for i in range(len(hard_terms)) if i != index]
+    w, results, _ = solve_hard(problem, hard_terms, others, w0, solve, rounds=rounds,
+                               boost=boost, rtol=rtol, name=f"achievable_{index}")
+    return w, results
