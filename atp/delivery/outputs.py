@@ -25,7 +25,19 @@ EXTRA_FIELDS = ("optimized_achieved", "optimized_met", "sequenced_achieved")
 
 
 def report_rows(deliverable) -> list[dict]:
-    """The deliverable goal report with the optimized and sequenced values of each goal."""
+    """The deliverable goal report with the optimized and sequenced values of each goal.
+
+    Parameters
+    ----------
+    deliverable : DeliverableResult
+        The deliverable plan and its reports.
+
+    Returns
+    -------
+    list of dict
+        One row per goal: the deliverable goal's fields, plus ``optimized_achieved``,
+        ``optimized_met`` and ``sequenced_achieved`` (in the goal's unit).
+    """
     rows = []
     for o, s, d in zip(deliverable.optimized_report, deliverable.sequenced_report,
                        deliverable.report, strict=True):
@@ -35,7 +47,19 @@ def report_rows(deliverable) -> list[dict]:
 
 
 def sequence_summary(plan) -> list[dict]:
-    """Per beam: name, technique, control points, segments, MU, time and gantry range."""
+    """Per beam: name, technique, control points, segments, MU, time and gantry range.
+
+    Parameters
+    ----------
+    plan : DeliverablePlan
+        The sequenced plan.
+
+    Returns
+    -------
+    list of dict
+        One row per beam: MU per fraction, delivery time (s), IEC gantry start and stop
+        (degrees), jaws (mm) and the sequencing error (MU, None when not recorded).
+    """
     return [{"name": b.name, "technique": b.technique, "rotation": b.rotation,
              "control_points": b.n_cp, "segments": b.n_segments, "mu_per_fraction": b.mu,
              "delivery_time_s": b.delivery_time_s(plan.machine),
