@@ -33,7 +33,23 @@ from atp.delivery.sliding_window import _within, pair_ranges, rises_mu, sample_l
 
 
 def arc_geometry(gantry_deg: list[float]) -> tuple[float, float, int]:
-    """(start angle, spacing, sign) of an arc from its directions' gantry angles."""
+    """(start angle, spacing, sign) of an arc from its directions' gantry angles.
+
+    Parameters
+    ----------
+    gantry_deg : list of float
+        Gantry angle (degrees) of each direction, in delivery order, evenly spaced in one
+        rotation (ValueError otherwise, or for fewer than two).
+
+    Returns
+    -------
+    start_deg : float
+        Gantry angle where the arc starts: half a spacing before the first direction.
+    spacing_deg : float
+        Angle between directions (degrees).
+    sign : int
+        +1 when the gantry angle increases (CW), -1 when it decreases (CC).
+    """
     g = np.asarray(gantry_deg, dtype=np.float64)
     if g.size < 2:
         raise ValueError("an arc needs at least two directions")
@@ -46,7 +62,23 @@ def arc_geometry(gantry_deg: list[float]) -> tuple[float, float, int]:
 
 
 def sector_chunks(n_dirs: int, spacing_deg: float, sector_deg: float) -> list[list[int]]:
-    """Consecutive direction indices of each sector (about ``sector_deg`` each)."""
+    """Consecutive direction indices of each sector (about ``sector_deg`` each).
+
+    Parameters
+    ----------
+    n_dirs : int
+        Number of directions of the arc.
+    spacing_deg : float
+        Angle between directions (degrees).
+    sector_deg : float
+        Wanted sector size (degrees), rounded to whole directions (at least one).
+
+    Returns
+    -------
+    list of list of int
+        Direction indices (0 .. n_dirs - 1) of each sector, in order; the last may be
+        shorter.
+    """
     per = max(1, round(sector_deg / spacing_deg))
     return [list(range(s, min(n_dirs, s + per))) for s in range(0, n_dirs, per)]
 
