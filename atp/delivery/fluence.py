@@ -312,7 +312,9 @@ def delivered_fluence(seq: BeamSequence, machine: Machine, grid: BeamletGrid | N
     Parameters
     ----------
     seq : BeamSequence
+        The beam's control points.
     machine : Machine
+        Leaf boundaries and transmissions.
     grid : BeamletGrid, optional
         Default: the grid the sequence was made for.
     transmission : bool
@@ -320,8 +322,10 @@ def delivered_fluence(seq: BeamSequence, machine: Machine, grid: BeamletGrid | N
 
     Returns
     -------
-    fluence : ndarray (n_dirs, n_u, n_v)
-    directions : ndarray (n_dirs,) of engine direction indices
+    fluence : np.ndarray
+        MU per fraction per direction and beamlet, (n_dirs, n_u, n_v).
+    directions : np.ndarray
+        Engine direction index of each, (n_dirs,), sorted.
     """
     grid = grid or BeamletGrid(*seq.grid)
     x1, x2, y1, y2 = seq.jaws_mm

@@ -71,7 +71,9 @@ class Machine:
         Dose at dmax for the reference field (10 x 10 cm, SSD 100 cm) per MU; the engine is
         commissioned to 1 cGy/MU (`atp.dose.mu`), so the beamlet weight unit is 1 MU.
     sad_mm : float
+        Source-axis distance (mm).
     energy_mv : float
+        Nominal beam energy (MV).
     manufacturer, model : str
         Written to the RTPLAN's equipment attributes.
     """

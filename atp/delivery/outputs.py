@@ -76,12 +76,16 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
 
     Parameters
     ----------
-    out_dir : path
+    out_dir : str or Path
+        The run folder (created files are written atomically).
     case : PatientCase
+        The case planned (patient id, structures for the DVH).
     result : PlanResult
         The optimized fluence plan.
     deliverable : DeliverableResult
-    predicted_dose_gy : ndarray, optional
+        The deliverable plan, its dose and reports.
+    predicted_dose_gy : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x), saved and drawn in the DVH.
     summary : dict, optional
         Extra fields for ``goal_report.json``.
     export_dicom : bool
@@ -93,7 +97,8 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
 
     Returns
     -------
-    dict of the paths written.
+    dict of str to Path
+        The paths written, by kind (``plan``, ``report_csv``, ``dvh``, ``dicom_*``, ...).
     """
     from atp.viz import plot_dvh_overlay, save_figure
     from atp.viz.delivery import plot_fluences

@@ -231,11 +231,13 @@ def reoptimize_weights(plan: DeliverablePlan, influence, terms, *, max_iter: int
     Parameters
     ----------
     plan : DeliverablePlan
+        The sequenced plan (its leaves are kept).
     influence : DoseInfluence
         The matrix the plan's beamlets index.
     terms : list of atp.planning.objectives.Term
         The objective (rows index ``influence``'s rows).
     max_iter : int
+        L-BFGS-B iterations.
     hold_priority : int, optional
         Terms of this priority or higher (P1 constraints, P2 targets by default) are held
         (`_held`): a met limit stays met with a margin of ``HOLD_MARGIN``, an unmet one
@@ -321,17 +323,22 @@ def merge_arc_sectors(influence, fluence: np.ndarray, terms, *, sector_deg: floa
     Parameters
     ----------
     influence : DoseInfluence
+        The engine's beams and beamlets.
     fluence : ndarray (n_beamlets,)
         The optimized weights (all fractions); the sector maps start from their sums.
     terms : list of Term
+        The objective (rows index ``influence``'s rows).
     sector_deg : float
-        As `atp.delivery.vmat.sequence_arc` (the same sectors).
+        Sector size (degrees), as `atp.delivery.vmat.sequence_arc` (the same sectors).
     max_iter : int
+        L-BFGS-B iterations.
 
     Returns
     -------
     weights : ndarray (n_beamlets,)
+        Beamlet weights (MU-equivalent, all fractions); static fields re-optimized too.
     info : dict
+        Objective before and after, iterations, evaluations, wall time (s).
     """
     op, _ = sector_operator(influence, sector_deg=sector_deg)
     used = np.flatnonzero(np.diff(op.indptr) > 0)  # positions some direction has

@@ -126,8 +126,11 @@ def sequence_plan(influence, fluence: np.ndarray, machine: Machine,
     fluence : ndarray (n_beamlets,)
         The optimized beamlet weights (MU-equivalent, all fractions).
     machine : Machine
-    settings : SequencingSettings
+        The machine to sequence for.
+    settings : SequencingSettings, optional
+        Sequencing options; default `SequencingSettings()`.
     n_fractions : int
+        Number of fractions (the fluence is divided by it); >= 1.
 
     Returns
     -------

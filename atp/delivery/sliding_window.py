@@ -40,6 +40,8 @@ def sweep_knots(profile: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float,
     ----------
     profile : ndarray (n,)
         Open MU wanted on each beamlet between ``edges_mm`` (n + 1 increasing edges).
+    edges_mm : ndarray (n + 1,)
+        Beamlet edges along ``u`` (mm), increasing.
     mu_per_mm : float
         MU delivered while a tip crosses 1 mm at its maximum speed.
     gap_mm : float
@@ -50,6 +52,7 @@ def sweep_knots(profile: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float,
     t_trail, x_trail, t_lead, x_lead : ndarrays
         Non-decreasing times (MU) and positions (mm) of the knots of each tip.
     total_mu : float
+        The sweep's MU (the trailing tip's last knot).
     """
     o = np.maximum(np.asarray(profile, dtype=np.float64), 0.0)
     e = np.asarray(edges_mm, dtype=np.float64)
@@ -212,7 +215,11 @@ def sequence_sliding_window(target: np.ndarray, grid: BeamletGrid, machine: Mach
     grid : BeamletGrid
         The beam's beamlets; the jaws are set to its rectangle.
     machine : Machine
-    name, beam_index : the beam's name and engine direction.
+        The machine's limits and transmission.
+    name : str
+        Beam name.
+    beam_index : int
+        Engine direction of the beam (index into ``DoseInfluence.beams``).
     mu_per_control_point : float
         Control-point spacing (MU): finer spacing follows the ideal trajectory closer.
     max_control_points : int
@@ -225,6 +232,8 @@ def sequence_sliding_window(target: np.ndarray, grid: BeamletGrid, machine: Mach
     Returns
     -------
     BeamSequence
+        The control points with the least largest pair error of the passes (MU, in
+        ``info["max_pair_error_mu"]``).
     """
     geometry = geometry or {}
     f = np.maximum(np.asarray(target, dtype=np.float64), 0.0)

@@ -101,8 +101,13 @@ def sequence_step_and_shoot(target: np.ndarray, grid: BeamletGrid, machine: Mach
     target : ndarray (n_pairs, n_u)
         MU per fraction each leaf pair should deliver (transmission included).
     grid : BeamletGrid
+        The beam's beamlets; the jaws are set to its rectangle.
     machine : Machine
-    name, beam_index : the beam's name and engine direction.
+        The machine's limits and transmission.
+    name : str
+        Beam name.
+    beam_index : int
+        Engine direction of the beam (index into ``DoseInfluence.beams``).
     n_levels : int
         Intensity levels (the most; see the module docstring).
     max_segments : int, optional
@@ -115,6 +120,8 @@ def sequence_step_and_shoot(target: np.ndarray, grid: BeamletGrid, machine: Mach
     Returns
     -------
     BeamSequence
+        Two control points per segment; levels, level MU and the largest pair error (MU)
+        in ``info``.
     """
     geometry = geometry or {}
     if n_levels < 1:

@@ -117,9 +117,15 @@ def sequence_arc(targets: np.ndarray, grid: BeamletGrid, machine: Machine, *, na
         MU per fraction each leaf pair should deliver in each direction (transmission
         included), on the beamlet columns of ``grid`` (the arc's beamlet rectangle).
     grid : BeamletGrid
+        The arc's beamlet rectangle; the jaws are set to it.
     machine : Machine
+        The machine's limits and transmission.
     name : str
-    beam_indices, gantry_deg : the engine directions of the arc, in delivery order.
+        Arc name.
+    beam_indices : list of int
+        The engine directions of the arc, in delivery order.
+    gantry_deg : list of float
+        Their gantry angles (degrees), evenly spaced.
     sector_deg : float
         Sector size (rounded to whole directions).
     cps_per_direction : int
@@ -132,6 +138,8 @@ def sequence_arc(targets: np.ndarray, grid: BeamletGrid, machine: Machine, *, na
     Returns
     -------
     BeamSequence
+        Rotation CW or CC; sectors, sector times (s) and the largest pair error (MU) in
+        ``info``.
     """
     geometry = geometry or {}
     f = np.maximum(np.asarray(targets, dtype=np.float64), 0.0)
