@@ -21,7 +21,19 @@ from atp.delivery.sequencing import beam_groups
 
 
 def rectangle_beams(influence) -> list:
-    """The beams of ``influence`` with ``aperture_mm`` set to their group's rectangle."""
+    """The beams of ``influence`` with ``aperture_mm`` set to their group's rectangle.
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The plan's matrix; its beamlets give each beam's (or arc's) bounding rectangle.
+
+    Returns
+    -------
+    list of Beam
+        One per engine direction, ``aperture_mm`` = (u_min, u_max, v_min, v_max) in mm
+        (shared by all directions of an arc).
+    """
     beams = list(influence.beams)
     for _, idx in beam_groups(influence):
         g = BeamletGrid.union([beam_grid(influence, b) for b in idx])
@@ -34,7 +46,24 @@ def rectangle_beams(influence) -> list:
 
 def delivery_influence(engine, case, influence, *, cache_dir=None):
     """The engine's influence matrix on the rectangles of `rectangle_beams` (cached in
-    ``cache_dir`` when given); rows are the body's, as for the plan's own matrix."""
+    ``cache_dir`` when given); rows are the body's, as for the plan's own matrix.
+
+    Parameters
+    ----------
+    engine : DoseEngine
+        The dose engine that made ``influence``.
+    case : PatientCase
+        The case the matrix is computed on.
+    influence : DoseInfluence
+        The plan's own matrix (its beams and beamlets).
+    cache_dir : str or Path, optional
+        Influence cache folder (`atp.dose.cached_influence`); None: compute, no cache.
+
+    Returns
+    -------
+    DoseInfluence
+        The matrix on every beamlet of each beam's jaw rectangle.
+    """
     beams = rectangle_beams(influence)
     if cache_dir is not None:
         from atp.dose import cached_influence
@@ -46,7 +75,22 @@ def delivery_influence(engine, case, influence, *, cache_dir=None):
 def transfer_weights(src, weights: np.ndarray, dst) -> np.ndarray:
     """Beamlet weights of ``src`` placed on the beamlets of ``dst`` (same directions);
     beamlets ``src`` lacks get 0. Raises ValueError when a beamlet of ``src`` is missing
-    from ``dst`` or the directions differ."""
+    from ``dst`` or the directions differ.
+
+    Parameters
+    ----------
+    src : DoseInfluence
+        The matrix ``weights`` index.
+    weights : np.ndarray
+        Beamlet weights (MU-equivalent) of ``src``, shape (src.n_beamlets,).
+    dst : DoseInfluence
+        The matrix to place them on (same beams and ``bixel_mm``).
+
+    Returns
+    -------
+    np.ndarray
+        Weights on ``dst``'s beamlets, shape (dst.n_beamlets,), float64.
+    """
     if len(src.beams) != len(dst.beams) or src.bixel_mm != dst.bixel_mm:
         raise ValueError("transfer_weights: the two matrices have different beams or bixels")
     w = np.asarray(weights, dtype=np.float64)

@@ -46,24 +46,47 @@ class DeliverableResult:
 
     @property
     def all_p1_met(self) -> bool:
+        """True when the deliverable plan meets every priority-1 goal."""
         return all(o.met for o in self.report if o.priority == 1)
 
     @property
     def n_goals_met(self) -> int:
+        """Number of goals the deliverable plan meets."""
         return sum(bool(o.met) for o in self.report)
 
     def p1_lost(self) -> list[str]:
-        """Priority-1 goals the fluence plan met and the deliverable plan does not."""
+        """Priority-1 goals the fluence plan met and the deliverable plan does not.
+
+        Returns
+        -------
+        list of str
+            Goal labels.
+        """
         return [d.label for o, d in zip(self.optimized_report, self.report, strict=True)
                 if o.priority == 1 and o.met and not d.met]
 
     def summary(self) -> str:
+        """One line on the deliverable plan's goals.
+
+        Returns
+        -------
+        str
+            Goals met of all, and the priority-1 goals it violates, if any.
+        """
         bad = [o.label for o in self.report if o.priority == 1 and not o.met]
         return (f"deliverable: {self.n_goals_met} of {len(self.report)} goals met; "
                 + ("all P1 constraints met" if not bad else f"P1 VIOLATED: {', '.join(bad)}"))
 
     def comparison(self) -> list[dict]:
-        """Per goal: requested, optimized, sequenced and deliverable value and met."""
+        """Per goal: requested, optimized, sequenced and deliverable value and met.
+
+        Returns
+        -------
+        list of dict
+            One row per goal (label, priority, role, unit, requested, and achieved value
+            and met flag of the optimized, sequenced and deliverable plans), in the
+            goals' units.
+        """
         rows = []
         for o, s, d in zip(self.optimized_report, self.sequenced_report, self.report,
                            strict=True):
@@ -75,7 +98,15 @@ class DeliverableResult:
         return rows
 
     def figures(self) -> dict:
-        """Numbers for logs and reports."""
+        """Numbers for logs and reports.
+
+        Returns
+        -------
+        dict
+            Machine, mode, control points, segments, MU per fraction (estimate,
+            sequenced, deliverable), delivery time (s), sequencing time (s),
+            re-optimization info, goals met, lost priority-1 goals and limit violations.
+        """
         p, s = self.plan, self.sequenced_plan
         return {"machine": p.machine.name, "delivery_mode": p.mode,
                 "beamlets_and_leaves": p.machine.alignment_note(
@@ -108,11 +139,15 @@ def make_deliverable(case, influence, result, *, machine: Machine,
     Parameters
     ----------
     case : PatientCase
+        The case the plan is for (goals, fractions, dose grid).
     influence : DoseInfluence
         The matrix the plan was optimized with.
     result : PlanResult
+        The optimized fluence plan (weights, resolved goals, goal report).
     machine : Machine
-    settings : SequencingSettings
+        The machine to sequence for.
+    settings : SequencingSettings, optional
+        Sequencing options; default `SequencingSettings()`.
     plan_settings : atp.planning.PlanSettings, optional
         The planner's settings, for the re-optimizations' objective (default settings
         when omitted).
@@ -124,6 +159,8 @@ def make_deliverable(case, influence, result, *, machine: Machine,
     Returns
     -------
     DeliverableResult
+        The deliverable plan (re-optimized when accepted), its dose (Gy) and goal report,
+        next to the sequenced plan and the optimized plan's report.
     """
     from atp.delivery.apertures import transfer_weights
     from atp.dose.mu import total_mu
@@ -175,7 +212,32 @@ def deliver(case, influence, result, *, machine: Machine, engine=None,
             cache_dir=None) -> DeliverableResult:
     """`make_deliverable` with the engine's matrix on the beams' jaw rectangles
     (`atp.delivery.apertures.delivery_influence`, cached in ``cache_dir`` when given);
-    without an ``engine`` the plan's own matrix is used."""
+    without an ``engine`` the plan's own matrix is used.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case the plan is for.
+    influence : DoseInfluence
+        The matrix the plan was optimized with.
+    result : PlanResult
+        The optimized fluence plan.
+    machine : Machine
+        The machine to sequence for.
+    engine : DoseEngine, optional
+        The engine for the jaw-rectangle matrix; None: use ``influence``.
+    settings : SequencingSettings, optional
+        Sequencing options; default `SequencingSettings()`.
+    plan_settings : atp.planning.PlanSettings, optional
+        The planner's settings, for the re-optimization's objective.
+    cache_dir : str or Path, optional
+        Influence cache folder for the jaw-rectangle matrix.
+
+    Returns
+    -------
+    DeliverableResult
+        As `make_deliverable`.
+    """
     delivery = None
     if engine is not None:
         from atp.delivery.apertures import delivery_influence

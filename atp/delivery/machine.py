@@ -71,7 +71,9 @@ class Machine:
         Dose at dmax for the reference field (10 x 10 cm, SSD 100 cm) per MU; the engine is
         commissioned to 1 cGy/MU (`atp.dose.mu`), so the beamlet weight unit is 1 MU.
     sad_mm : float
+        Source-axis distance (mm).
     energy_mv : float
+        Nominal beam energy (MV).
     manufacturer, model : str
         Written to the RTPLAN's equipment attributes.
     """
@@ -137,6 +139,7 @@ class Machine:
     # ------------------------------------------------------------------ derived values
     @property
     def n_pairs(self) -> int:
+        """Number of leaf pairs."""
         return int(self.leaf_boundaries_mm.size - 1)
 
     @property
@@ -146,6 +149,7 @@ class Machine:
 
     @property
     def dose_rate_mu_s(self) -> float:
+        """Maximum dose rate in MU per second."""
         return self.max_dose_rate_mu_min / 60.0
 
     @property
@@ -158,6 +162,20 @@ class Machine:
 
         Returns an array (n_rows, n_pairs); row ``iv`` covers ``[iv b, (iv + 1) b]``.
         Raises ValueError when a row lies outside the MLC.
+
+        Parameters
+        ----------
+        iv0 : int
+            Index of the first beamlet row along ``v``.
+        n_rows : int
+            Number of rows.
+        bixel_mm : float
+            Beamlet size ``b`` (mm).
+
+        Returns
+        -------
+        np.ndarray
+            Overlap (mm) of each row with each leaf pair, (n_rows, n_pairs).
         """
         lo = (iv0 + np.arange(n_rows)) * float(bixel_mm)
         hi = lo + float(bixel_mm)
@@ -169,7 +187,19 @@ class Machine:
         return np.maximum(ov, 0.0)
 
     def alignment_note(self, bixel_mm: float) -> str:
-        """How the engine's beamlet rows of ``bixel_mm`` meet this MLC's leaves."""
+        """How the engine's beamlet rows of ``bixel_mm`` meet this MLC's leaves.
+
+        Parameters
+        ----------
+        bixel_mm : float
+            The engine's beamlet size (mm).
+
+        Returns
+        -------
+        str
+            One sentence: rows are leaf pairs, finer or coarser than the leaves, or not
+            lined up with the leaf boundaries.
+        """
         e = self.leaf_boundaries_mm
         b = float(bixel_mm)
         rows = np.arange(math.ceil(e[0] / b - 1e-9), math.floor(e[-1] / b + 1e-9) + 1) * b
@@ -187,6 +217,13 @@ class Machine:
                 "leaves are matched by overlap weights, which blurs the sequenced fluence")
 
     def to_dict(self) -> dict[str, Any]:
+        """The machine's settings as plain data (for JSON/YAML; `from_dict` reads it back).
+
+        Returns
+        -------
+        dict
+            Every init field, tuples as lists; ``leaf_boundaries_mm`` (derived) left out.
+        """
         d = asdict(self)
         d.pop("leaf_boundaries_mm", None)
         d["leaf_widths_mm"] = [list(g) for g in self.leaf_widths_mm]
@@ -197,7 +234,19 @@ class Machine:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Machine:
-        """A machine from a mapping (``_target_`` and other ``_``-keys are ignored)."""
+        """A machine from a mapping (``_target_`` and other ``_``-keys are ignored).
+
+        Parameters
+        ----------
+        d : Mapping
+            Field names to values (as `to_dict` writes or a ``conf/machine`` YAML holds);
+            an unknown key raises ValueError.
+
+        Returns
+        -------
+        Machine
+            The validated machine.
+        """
         known = {f for f in cls.__dataclass_fields__ if f != "leaf_boundaries_mm"}
         clean = {k: v for k, v in dict(d).items() if not str(k).startswith("_")}
         unknown = sorted(set(clean) - known)
@@ -216,7 +265,19 @@ def _pair(g: Any) -> tuple[Any, Any]:
 
 
 def load_machine(name_or_path: str | Path = DEFAULT_MACHINE) -> Machine:
-    """A machine from ``conf/machine/<name>.yaml`` or a YAML file path."""
+    """A machine from ``conf/machine/<name>.yaml`` or a YAML file path.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A name under ``conf/machine`` (default `DEFAULT_MACHINE`) or a ``.yaml``/``.yml``
+        path; FileNotFoundError when missing, ValueError (naming the file) when invalid.
+
+    Returns
+    -------
+    Machine
+        The validated machine.
+    """
     p = Path(name_or_path)
     if p.suffix not in (".yaml", ".yml"):
         p = CONF_DIR / "machine" / f"{name_or_path}.yaml"

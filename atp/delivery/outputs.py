@@ -25,7 +25,19 @@ EXTRA_FIELDS = ("optimized_achieved", "optimized_met", "sequenced_achieved")
 
 
 def report_rows(deliverable) -> list[dict]:
-    """The deliverable goal report with the optimized and sequenced values of each goal."""
+    """The deliverable goal report with the optimized and sequenced values of each goal.
+
+    Parameters
+    ----------
+    deliverable : DeliverableResult
+        The deliverable plan and its reports.
+
+    Returns
+    -------
+    list of dict
+        One row per goal: the deliverable goal's fields, plus ``optimized_achieved``,
+        ``optimized_met`` and ``sequenced_achieved`` (in the goal's unit).
+    """
     rows = []
     for o, s, d in zip(deliverable.optimized_report, deliverable.sequenced_report,
                        deliverable.report, strict=True):
@@ -35,7 +47,19 @@ def report_rows(deliverable) -> list[dict]:
 
 
 def sequence_summary(plan) -> list[dict]:
-    """Per beam: name, technique, control points, segments, MU, time and gantry range."""
+    """Per beam: name, technique, control points, segments, MU, time and gantry range.
+
+    Parameters
+    ----------
+    plan : DeliverablePlan
+        The sequenced plan.
+
+    Returns
+    -------
+    list of dict
+        One row per beam: MU per fraction, delivery time (s), IEC gantry start and stop
+        (degrees), jaws (mm) and the sequencing error (MU, None when not recorded).
+    """
     return [{"name": b.name, "technique": b.technique, "rotation": b.rotation,
              "control_points": b.n_cp, "segments": b.n_segments, "mu_per_fraction": b.mu,
              "delivery_time_s": b.delivery_time_s(plan.machine),
@@ -52,12 +76,16 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
 
     Parameters
     ----------
-    out_dir : path
+    out_dir : str or Path
+        The run folder (created files are written atomically).
     case : PatientCase
+        The case planned (patient id, structures for the DVH).
     result : PlanResult
         The optimized fluence plan.
     deliverable : DeliverableResult
-    predicted_dose_gy : ndarray, optional
+        The deliverable plan, its dose and reports.
+    predicted_dose_gy : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x), saved and drawn in the DVH.
     summary : dict, optional
         Extra fields for ``goal_report.json``.
     export_dicom : bool
@@ -69,7 +97,8 @@ def save_deliverable(out_dir: str | os.PathLike, case, result, deliverable, *,
 
     Returns
     -------
-    dict of the paths written.
+    dict of str to Path
+        The paths written, by kind (``plan``, ``report_csv``, ``dvh``, ``dicom_*``, ...).
     """
     from atp.viz import plot_dvh_overlay, save_figure
     from atp.viz.delivery import plot_fluences

@@ -62,7 +62,26 @@ def _held(term, dose, *, weight: float):
 def interval_matrix(plan: DeliverablePlan, influence) -> tuple[sp.csc_matrix, np.ndarray,
                                                                list[tuple[int, np.ndarray]]]:
     """``A`` (n_beamlets x n_variables): beamlet weight (all fractions) per MU of each
-    beam-on interval; the intervals' current MU; and, per beam, the interval indices."""
+    beam-on interval; the intervals' current MU; and, per beam, the interval indices.
+
+    Parameters
+    ----------
+    plan : DeliverablePlan
+        The sequenced plan (leaves fixed).
+    influence : DoseInfluence
+        The matrix whose beamlets the plan delivers to.
+
+    Returns
+    -------
+    a : scipy.sparse.csc_matrix
+        (n_beamlets, n_variables), transmission included; ``a @ x0`` is the plan's
+        beamlet weights.
+    x0 : np.ndarray
+        Current MU per fraction of each beam-on interval, (n_variables,).
+    index : list of (int, np.ndarray)
+        Per beam: its index in ``plan.beams`` and its beam-on interval indices, in the
+        order of the variables.
+    """
     m = plan.machine
     tl, tj = m.leaf_transmission, m.jaw_transmission
     rows, cols, vals, x0, index = [], [], [], [], []
@@ -101,7 +120,20 @@ def interval_matrix(plan: DeliverablePlan, influence) -> tuple[sp.csc_matrix, np
 
 
 def interval_bounds(plan: DeliverablePlan, index) -> list[tuple[float, float | None]]:
-    """Bounds on every beam-on interval's MU that keep the sequence deliverable."""
+    """Bounds on every beam-on interval's MU that keep the sequence deliverable.
+
+    Parameters
+    ----------
+    plan : DeliverablePlan
+        The sequenced plan (its machine and leaf and gantry moves).
+    index : list of (int, np.ndarray)
+        Per beam, the beam-on intervals, as `interval_matrix` returns it.
+
+    Returns
+    -------
+    list of (float, float or None)
+        ``(lower, upper)`` MU per fraction for each variable; None: no upper bound.
+    """
     m = plan.machine
     r, v, w = m.dose_rate_mu_s, m.max_leaf_speed_mm_s, m.max_gantry_speed_deg_s
     bounds = []
@@ -133,6 +165,28 @@ def minimize_terms(operator: sp.spmatrix, influence, terms, x0: np.ndarray, boun
 
     ``operator`` maps the variables to ``influence``'s beamlet weights; variables are
     scaled by their start values so that L-BFGS-B's steps are O(1).
+
+    Parameters
+    ----------
+    operator : scipy.sparse matrix
+        (n_beamlets, n_variables): beamlet weights per unit of each variable.
+    influence : DoseInfluence
+        Its ``matrix`` gives the dose of the weights.
+    terms : list of atp.planning.objectives.Term
+        The objective.
+    x0 : np.ndarray
+        Start values, (n_variables,); raised to the lower bounds.
+    bounds : list of (float, float or None)
+        ``(lower, upper)`` per variable.
+    max_iter : int
+        L-BFGS-B iterations.
+
+    Returns
+    -------
+    x : np.ndarray
+        The optimized variables, (n_variables,).
+    info : dict
+        Objective before and after, iterations, evaluations, variables, wall time (s).
     """
     from atp.planning.objectives import total_objective
 
@@ -173,11 +227,13 @@ def reoptimize_weights(plan: DeliverablePlan, influence, terms, *, max_iter: int
     Parameters
     ----------
     plan : DeliverablePlan
+        The sequenced plan (its leaves are kept).
     influence : DoseInfluence
         The matrix the plan's beamlets index.
     terms : list of atp.planning.objectives.Term
         The objective (rows index ``influence``'s rows).
     max_iter : int
+        L-BFGS-B iterations.
     hold_priority : int, optional
         Terms of this priority or higher (P1 constraints, P2 targets by default) are held
         (`_held`): a met limit stays met with a margin of ``HOLD_MARGIN``, an unmet one
@@ -213,6 +269,22 @@ def sector_operator(influence, *, sector_deg: float) -> tuple[sp.csc_matrix, lis
 
     Returns the operator (n_beamlets x n_variables) and, per variable block, ``(arc
     directions of the sector, grid)``. Static fields keep one variable per beamlet.
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The engine's beams and beamlets.
+    sector_deg : float
+        Sector size (degrees), as `atp.delivery.vmat.sequence_arc`.
+
+    Returns
+    -------
+    operator : scipy.sparse.csc_matrix
+        (n_beamlets, n_variables); each direction of a sector gets the sector map
+        divided by its number of directions.
+    blocks : list of (list of int, BeamletGrid or None)
+        Per block of variables: its engine directions and its grid (None for a static
+        field, whose variables are its own beamlets).
     """
     rows, cols, vals, blocks = [], [], [], []
     n_var = 0
@@ -247,17 +319,22 @@ def merge_arc_sectors(influence, fluence: np.ndarray, terms, *, sector_deg: floa
     Parameters
     ----------
     influence : DoseInfluence
+        The engine's beams and beamlets.
     fluence : ndarray (n_beamlets,)
         The optimized weights (all fractions); the sector maps start from their sums.
     terms : list of Term
+        The objective (rows index ``influence``'s rows).
     sector_deg : float
-        As `atp.delivery.vmat.sequence_arc` (the same sectors).
+        Sector size (degrees), as `atp.delivery.vmat.sequence_arc` (the same sectors).
     max_iter : int
+        L-BFGS-B iterations.
 
     Returns
     -------
     weights : ndarray (n_beamlets,)
+        Beamlet weights (MU-equivalent, all fractions); static fields re-optimized too.
     info : dict
+        Objective before and after, iterations, evaluations, wall time (s).
     """
     op, _ = sector_operator(influence, sector_deg=sector_deg)
     used = np.flatnonzero(np.diff(op.indptr) > 0)  # positions some direction has

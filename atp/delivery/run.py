@@ -15,26 +15,42 @@ def deliver_and_save(case, influence, result, *, engine, machine, sequencer, pla
 
     Parameters
     ----------
-    case, influence, result : the case, its influence matrix and the optimized plan.
+    case : PatientCase
+        The case planned.
+    influence : DoseInfluence
+        The matrix the plan was optimized with.
+    result : PlanResult
+        The optimized fluence plan.
     engine : DoseEngine
         For the matrix on the jaw rectangles (`atp.delivery.apertures`).
     machine : Machine
+        The machine to sequence for.
     sequencer : SequencingSettings
+        Sequencing options.
     plan_settings : PlanSettings
-    out_dir : path
-    cache_dir : path, optional
+        The planner's settings (the re-optimization's objective).
+    out_dir : str or Path
+        The run folder to write.
+    cache_dir : str or Path, optional
         Influence cache (None computes the rectangle matrix without caching).
-    predicted : ndarray, optional
+    predicted : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x), saved and drawn in the DVH.
     summary : dict, optional
         Updated in place with the deliverable figures.
-    export_dicom, force_export : bool
+    export_dicom : bool
+        Also write the DICOM plan set (refused for a plan breaking a P1 goal or a limit).
+    force_export : bool
+        Export despite broken priority-1 goals or machine limits.
     workflow : atp.evaluation.workflow.WorkflowLog, optional
         Gets the wall time of the ``sequencing`` step (sequencing, deliverable dose,
         re-optimization, files) and of the ``export``.
 
     Returns
     -------
-    (paths, report) : the files written and the deliverable goal report.
+    paths : dict of str to Path
+        The files written.
+    report : list
+        The deliverable plan's goal report.
     """
     from atp.delivery.deliverable import deliver
     from atp.delivery.outputs import save_deliverable

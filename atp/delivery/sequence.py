@@ -88,6 +88,7 @@ class BeamSequence:
 
     @property
     def n_cp(self) -> int:
+        """Number of control points."""
         return int(self.cum_mu.size)
 
     @property
@@ -97,10 +98,12 @@ class BeamSequence:
 
     @property
     def is_arc(self) -> bool:
+        """True for a rotating beam (``rotation`` CW or CC)."""
         return self.rotation in ("CW", "CC")
 
     @property
     def gantry_iec_deg(self) -> np.ndarray:
+        """Gantry angle at each control point in IEC [0, 360) degrees, (n_cp,)."""
         return np.mod(self.gantry_deg, 360.0)
 
     @property
@@ -114,7 +117,18 @@ class BeamSequence:
         return int(np.count_nonzero(np.diff(self.cum_mu) > 0))
 
     def interval_times_s(self, machine: Machine) -> np.ndarray:
-        """Duration of every interval (see the module docstring)."""
+        """Duration of every interval (see the module docstring).
+
+        Parameters
+        ----------
+        machine : Machine
+            Gives the dose rate, gantry and leaf speed limits.
+
+        Returns
+        -------
+        np.ndarray
+            Seconds per interval between control points, (n_cp - 1,).
+        """
         d_mu = np.diff(self.cum_mu)
         d_g = np.abs(np.diff(self.gantry_deg))
         travel = np.abs(np.diff(self.leaves_mm, axis=0)).max(axis=(1, 2))
@@ -122,7 +136,18 @@ class BeamSequence:
         return np.maximum(on, travel / machine.max_leaf_speed_mm_s)
 
     def delivery_time_s(self, machine: Machine) -> float:
-        """Beam-on plus leaf-travel time of the beam (no set-up or beam-hold overhead)."""
+        """Beam-on plus leaf-travel time of the beam (no set-up or beam-hold overhead).
+
+        Parameters
+        ----------
+        machine : Machine
+            Gives the dose rate, gantry and leaf speed limits.
+
+        Returns
+        -------
+        float
+            Time per fraction (s).
+        """
         return float(self.interval_times_s(machine).sum())
 
 
@@ -137,27 +162,58 @@ class DeliverablePlan:
 
     @property
     def mu_per_fraction(self) -> float:
+        """Total MU per fraction of all beams."""
         return float(sum(b.mu for b in self.beams))
 
     @property
     def n_control_points(self) -> int:
+        """Control points of all beams."""
         return sum(b.n_cp for b in self.beams)
 
     @property
     def n_segments(self) -> int:
+        """Beam-on intervals of all beams (see `BeamSequence.n_segments`)."""
         return sum(b.n_segments for b in self.beams)
 
     def delivery_time_s(self) -> float:
-        """Estimated time per fraction (beam on + leaf travel, no overheads)."""
+        """Estimated time per fraction (beam on + leaf travel, no overheads).
+
+        Returns
+        -------
+        float
+            Seconds per fraction, summed over the beams.
+        """
         return float(sum(b.delivery_time_s(self.machine) for b in self.beams))
 
     def violations(self) -> list[str]:
+        """Machine limits the plan's beams break (`check_limits` of each beam).
+
+        Returns
+        -------
+        list of str
+            One sentence per violation; empty when the plan is deliverable.
+        """
         return [v for b in self.beams for v in check_limits(b, self.machine)]
 
 
 def check_limits(seq: BeamSequence, machine: Machine, *, max_items: int = 5) -> list[str]:
     """Every machine limit that ``seq`` breaks, as sentences naming beam, control point,
-    value and limit (at most ``max_items`` per kind); empty when the sequence is valid."""
+    value and limit (at most ``max_items`` per kind); empty when the sequence is valid.
+
+    Parameters
+    ----------
+    seq : BeamSequence
+        The beam to check.
+    machine : Machine
+        Its limits (positions, speeds, dose rate, minimum MU, MU per degree).
+    max_items : int
+        Most violations listed per kind (the rest are counted in one line).
+
+    Returns
+    -------
+    list of str
+        One sentence per violation; empty when ``seq`` is deliverable on ``machine``.
+    """
     out: list[str] = []
     tag = f"beam {seq.name}"
     mu, lv = seq.cum_mu, seq.leaves_mm

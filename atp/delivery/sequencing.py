@@ -76,11 +76,30 @@ class SequencingSettings:
             raise ValueError("SequencingSettings.max_control_points must be >= 2")
 
     def to_dict(self) -> dict:
+        """The settings as plain data (for logs and reports).
+
+        Returns
+        -------
+        dict
+            Field name to value.
+        """
         return asdict(self)
 
 
 def beam_groups(influence) -> list[tuple[str, list[int]]]:
-    """Runs of consecutive engine directions sharing a label: ``(label, indices)``."""
+    """Runs of consecutive engine directions sharing a label: ``(label, indices)``.
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        Its ``beams`` (engine directions) in order.
+
+    Returns
+    -------
+    list of (str, list of int)
+        Per run: the label (``beam<i>`` for an unlabelled direction) and its direction
+        indices; a run of one is a static field, a longer one an arc.
+    """
     groups: list[tuple[str, list[int]]] = []
     for i, beam in enumerate(influence.beams):
         if groups and groups[-1][0] == beam.label and beam.label:
@@ -107,8 +126,11 @@ def sequence_plan(influence, fluence: np.ndarray, machine: Machine,
     fluence : ndarray (n_beamlets,)
         The optimized beamlet weights (MU-equivalent, all fractions).
     machine : Machine
-    settings : SequencingSettings
+        The machine to sequence for.
+    settings : SequencingSettings, optional
+        Sequencing options; default `SequencingSettings()`.
     n_fractions : int
+        Number of fractions (the fluence is divided by it); >= 1.
 
     Returns
     -------

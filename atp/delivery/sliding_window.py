@@ -40,6 +40,8 @@ def sweep_knots(profile: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float,
     ----------
     profile : ndarray (n,)
         Open MU wanted on each beamlet between ``edges_mm`` (n + 1 increasing edges).
+    edges_mm : ndarray (n + 1,)
+        Beamlet edges along ``u`` (mm), increasing.
     mu_per_mm : float
         MU delivered while a tip crosses 1 mm at its maximum speed.
     gap_mm : float
@@ -50,6 +52,7 @@ def sweep_knots(profile: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float,
     t_trail, x_trail, t_lead, x_lead : ndarrays
         Non-decreasing times (MU) and positions (mm) of the knots of each tip.
     total_mu : float
+        The sweep's MU (the trailing tip's last knot).
     """
     o = np.maximum(np.asarray(profile, dtype=np.float64), 0.0)
     e = np.asarray(edges_mm, dtype=np.float64)
@@ -71,7 +74,18 @@ def sweep_knots(profile: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float,
 
 
 def pair_ranges(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and one-past-last beamlet with fluence, per pair (0, 0 for empty pairs)."""
+    """First and one-past-last beamlet with fluence, per pair (0, 0 for empty pairs).
+
+    Parameters
+    ----------
+    profiles : np.ndarray
+        Fluence (MU) per leaf pair and beamlet column, (n_pairs, n).
+
+    Returns
+    -------
+    first, last : np.ndarray
+        Per pair, the first beamlet with fluence > 0 and one past the last, (n_pairs,) each.
+    """
     nz = np.asarray(profiles) > 0
     has = nz.any(axis=1)
     first = np.where(has, nz.argmax(axis=1), 0)
@@ -80,7 +94,19 @@ def pair_ranges(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rises_mu(profiles: np.ndarray) -> np.ndarray:
-    """Sum of the positive steps of each pair's profile (from and back to zero)."""
+    """Sum of the positive steps of each pair's profile (from and back to zero).
+
+    Parameters
+    ----------
+    profiles : np.ndarray
+        Fluence (MU) per leaf pair and beamlet column, (n_pairs, n).
+
+    Returns
+    -------
+    np.ndarray
+        Sum of rises (MU) per pair, (n_pairs,): the least beam-on MU of a sweep at
+        infinite leaf speed.
+    """
     p = np.asarray(profiles, dtype=np.float64)
     padded = np.concatenate([np.zeros((p.shape[0], 1)), p, np.zeros((p.shape[0], 1))], axis=1)
     return np.maximum(np.diff(padded, axis=1), 0.0).sum(axis=1)
@@ -98,6 +124,30 @@ def sweep_leaves(profiles: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float
 
     Returns per pair ``(t_bank1, x_bank1, t_bank2, x_bank2)`` (None for parked pairs) and
     the sweep's MU.
+
+    Parameters
+    ----------
+    profiles : np.ndarray
+        Open MU wanted per leaf pair and beamlet column, (n_pairs, n).
+    edges_mm : np.ndarray
+        Beamlet column edges along ``u`` (mm), (n + 1,).
+    mu_per_mm : float
+        MU delivered while a tip crosses 1 mm at its maximum speed.
+    gap_mm : float
+        Minimum gap between the tips (mm).
+    direction : int
+        +1: sweep towards ``+u`` (bank 2 leads); -1: towards ``-u`` (bank 1 leads).
+    ranges : tuple of np.ndarray
+        ``(first, last)`` swept beamlets per pair, as `pair_ranges` returns them.
+    total_mu : float, optional
+        MU of the sweep; None: the least the busiest pair needs.
+
+    Returns
+    -------
+    trajectories : list
+        Per pair, knot times (MU) and positions (mm) of both banks, or None.
+    total_mu : float
+        The sweep's MU (per fraction).
     """
     e = np.asarray(edges_mm, dtype=np.float64)
     first, last = ranges
@@ -125,7 +175,23 @@ def sweep_leaves(profiles: np.ndarray, edges_mm: np.ndarray, *, mu_per_mm: float
 def sample_leaves(trajectories: list, mu_samples: np.ndarray, parked: np.ndarray
                   ) -> np.ndarray:
     """Leaf tips (n_samples, 2, n_pairs) of the trajectories at ``mu_samples``; pairs
-    without a trajectory stay at ``parked`` (2, n_pairs)."""
+    without a trajectory stay at ``parked`` (2, n_pairs).
+
+    Parameters
+    ----------
+    trajectories : list
+        Per pair ``(t_bank1, x_bank1, t_bank2, x_bank2)`` knots (MU, mm) or None, as
+        `sweep_leaves` returns them.
+    mu_samples : np.ndarray
+        Cumulative MU at which to sample, (n_samples,).
+    parked : np.ndarray
+        Tip positions (mm) of pairs without a trajectory, (2, n_pairs).
+
+    Returns
+    -------
+    np.ndarray
+        Leaf tips (mm), (n_samples, 2, n_pairs), linear between knots.
+    """
     out = np.repeat(np.asarray(parked, dtype=np.float64)[None], mu_samples.size, axis=0)
     for k, tr in enumerate(trajectories):
         if tr is not None:
@@ -149,7 +215,11 @@ def sequence_sliding_window(target: np.ndarray, grid: BeamletGrid, machine: Mach
     grid : BeamletGrid
         The beam's beamlets; the jaws are set to its rectangle.
     machine : Machine
-    name, beam_index : the beam's name and engine direction.
+        The machine's limits and transmission.
+    name : str
+        Beam name.
+    beam_index : int
+        Engine direction of the beam (index into ``DoseInfluence.beams``).
     mu_per_control_point : float
         Control-point spacing (MU): finer spacing follows the ideal trajectory closer.
     max_control_points : int
@@ -162,6 +232,8 @@ def sequence_sliding_window(target: np.ndarray, grid: BeamletGrid, machine: Mach
     Returns
     -------
     BeamSequence
+        The control points with the least largest pair error of the passes (MU, in
+        ``info["max_pair_error_mu"]``).
     """
     geometry = geometry or {}
     f = np.maximum(np.asarray(target, dtype=np.float64), 0.0)

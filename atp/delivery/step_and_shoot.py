@@ -33,6 +33,16 @@ def unit_openings(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns ``(left, right)`` of shape (n_pairs, K): the k-th opening of pair p covers
     beamlets ``left[p, k] <= i < right[p, k]``; ``left == right == -1`` marks no opening.
     ``K`` is the largest number of openings of any pair.
+
+    Parameters
+    ----------
+    levels : np.ndarray
+        Integer intensity levels (>= 0) per leaf pair and beamlet column, (n_pairs, n).
+
+    Returns
+    -------
+    left, right : np.ndarray
+        Int64 (n_pairs, K): first beamlet and one past the last of each unit opening.
     """
     q = np.asarray(levels, dtype=np.int64)
     n_pairs, n = q.shape
@@ -54,6 +64,19 @@ def segments(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct consecutive segments of the unit openings and their units of level.
 
     Returns ``(left, right, units)`` with left/right (n_seg, n_pairs) and units (n_seg,).
+
+    Parameters
+    ----------
+    levels : np.ndarray
+        Integer intensity levels (>= 0) per leaf pair and beamlet column, (n_pairs, n).
+
+    Returns
+    -------
+    left, right : np.ndarray
+        Int64 (n_seg, n_pairs): first beamlet and one past the last opened by each pair
+        in each segment (-1: the pair is closed).
+    units : np.ndarray
+        Int64 (n_seg,): levels each segment delivers.
     """
     left, right = unit_openings(levels)
     if left.shape[1] == 0:
@@ -78,8 +101,13 @@ def sequence_step_and_shoot(target: np.ndarray, grid: BeamletGrid, machine: Mach
     target : ndarray (n_pairs, n_u)
         MU per fraction each leaf pair should deliver (transmission included).
     grid : BeamletGrid
+        The beam's beamlets; the jaws are set to its rectangle.
     machine : Machine
-    name, beam_index : the beam's name and engine direction.
+        The machine's limits and transmission.
+    name : str
+        Beam name.
+    beam_index : int
+        Engine direction of the beam (index into ``DoseInfluence.beams``).
     n_levels : int
         Intensity levels (the most; see the module docstring).
     max_segments : int, optional
@@ -92,6 +120,8 @@ def sequence_step_and_shoot(target: np.ndarray, grid: BeamletGrid, machine: Mach
     Returns
     -------
     BeamSequence
+        Two control points per segment; levels, level MU and the largest pair error (MU)
+        in ``info``.
     """
     geometry = geometry or {}
     if n_levels < 1:

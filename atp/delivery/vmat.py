@@ -33,7 +33,23 @@ from atp.delivery.sliding_window import _within, pair_ranges, rises_mu, sample_l
 
 
 def arc_geometry(gantry_deg: list[float]) -> tuple[float, float, int]:
-    """(start angle, spacing, sign) of an arc from its directions' gantry angles."""
+    """(start angle, spacing, sign) of an arc from its directions' gantry angles.
+
+    Parameters
+    ----------
+    gantry_deg : list of float
+        Gantry angle (degrees) of each direction, in delivery order, evenly spaced in one
+        rotation (ValueError otherwise, or for fewer than two).
+
+    Returns
+    -------
+    start_deg : float
+        Gantry angle where the arc starts: half a spacing before the first direction.
+    spacing_deg : float
+        Angle between directions (degrees).
+    sign : int
+        +1 when the gantry angle increases (CW), -1 when it decreases (CC).
+    """
     g = np.asarray(gantry_deg, dtype=np.float64)
     if g.size < 2:
         raise ValueError("an arc needs at least two directions")
@@ -46,7 +62,23 @@ def arc_geometry(gantry_deg: list[float]) -> tuple[float, float, int]:
 
 
 def sector_chunks(n_dirs: int, spacing_deg: float, sector_deg: float) -> list[list[int]]:
-    """Consecutive direction indices of each sector (about ``sector_deg`` each)."""
+    """Consecutive direction indices of each sector (about ``sector_deg`` each).
+
+    Parameters
+    ----------
+    n_dirs : int
+        Number of directions of the arc.
+    spacing_deg : float
+        Angle between directions (degrees).
+    sector_deg : float
+        Wanted sector size (degrees), rounded to whole directions (at least one).
+
+    Returns
+    -------
+    list of list of int
+        Direction indices (0 .. n_dirs - 1) of each sector, in order; the last may be
+        shorter.
+    """
     per = max(1, round(sector_deg / spacing_deg))
     return [list(range(s, min(n_dirs, s + per))) for s in range(0, n_dirs, per)]
 
@@ -85,9 +117,15 @@ def sequence_arc(targets: np.ndarray, grid: BeamletGrid, machine: Machine, *, na
         MU per fraction each leaf pair should deliver in each direction (transmission
         included), on the beamlet columns of ``grid`` (the arc's beamlet rectangle).
     grid : BeamletGrid
+        The arc's beamlet rectangle; the jaws are set to it.
     machine : Machine
+        The machine's limits and transmission.
     name : str
-    beam_indices, gantry_deg : the engine directions of the arc, in delivery order.
+        Arc name.
+    beam_indices : list of int
+        The engine directions of the arc, in delivery order.
+    gantry_deg : list of float
+        Their gantry angles (degrees), evenly spaced.
     sector_deg : float
         Sector size (rounded to whole directions).
     cps_per_direction : int
@@ -100,6 +138,8 @@ def sequence_arc(targets: np.ndarray, grid: BeamletGrid, machine: Machine, *, na
     Returns
     -------
     BeamSequence
+        Rotation CW or CC; sectors, sector times (s) and the largest pair error (MU) in
+        ``info``.
     """
     geometry = geometry or {}
     f = np.maximum(np.asarray(targets, dtype=np.float64), 0.0)
