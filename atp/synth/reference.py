@@ -83,7 +83,20 @@ def crop_targets_from_hard_constraints(case: PatientCase, goals: GoalList, *,
 
 
 def target_mean_goals(band_pct: Sequence[float], *, priority: int = 2) -> GoalList:
-    """Goals ``band_pct[0] % Rx <= Dmean <= band_pct[1] % Rx`` on every target level."""
+    """Goals ``band_pct[0] % Rx <= Dmean <= band_pct[1] % Rx`` on every target level.
+
+    Parameters
+    ----------
+    band_pct : sequence of float
+        (low, high) mean dose band (% of Rx); must bracket 100.
+    priority : int, optional
+        Priority of both goals; default 2.
+
+    Returns
+    -------
+    GoalList
+        Two goals on ``ptv_*`` (lower and upper bound of the mean dose).
+    """
     low, high = (float(v) for v in band_pct)
     if not 0.0 < low <= 100.0 <= high:
         raise ValueError(f"target_mean_band_pct must bracket 100, got {list(band_pct)}")
@@ -95,13 +108,39 @@ def target_mean_goals(band_pct: Sequence[float], *, priority: int = 2) -> GoalLi
 
 
 def target_mean_over_rx(case: PatientCase, dose_gy: np.ndarray) -> dict[str, float]:
-    """Mean dose over prescription of every prescribed target (float64 sums)."""
+    """Mean dose over prescription of every prescribed target (float64 sums).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (its prescriptions and target masks).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+
+    Returns
+    -------
+    dict of str to float
+        Target name to Dmean / Rx (1.0 = on prescription); empty targets are left out.
+    """
     return {p.target: float(dose_gy[case.mask(p.target)].mean(dtype=np.float64) / p.dose_gy)
             for p in case.prescriptions if case.mask(p.target).any()}
 
 
 def target_d95_over_rx(case: PatientCase, dose_gy: np.ndarray) -> dict[str, float]:
-    """D95 over prescription of every prescribed target."""
+    """D95 over prescription of every prescribed target.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (its prescriptions and target masks).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+
+    Returns
+    -------
+    dict of str to float
+        Target name to D95 / Rx (1.0 = on prescription); empty targets are left out.
+    """
     return {p.target: dose_at_volume_percent(dose_gy, case.mask(p.target), percent=95.0)
             / p.dose_gy for p in case.prescriptions if case.mask(p.target).any()}
 
