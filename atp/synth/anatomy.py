@@ -72,15 +72,21 @@ def generate_anatomy(site: str, *, seed: int, site_cfg: Mapping, spacing_mm: flo
 
     Parameters
     ----------
-    site : one of ``atp.names.SITES``.
-    seed : non-negative int; the same seed gives identical arrays.
-    site_cfg : the parsed ``conf/site/<site>.yaml`` (``organs``, ``prescriptions``,
+    site : str
+        One of ``atp.names.SITES``.
+    seed : int
+        Non-negative; the same seed gives identical arrays.
+    site_cfg : Mapping
+        The parsed ``conf/site/<site>.yaml`` (``organs``, ``prescriptions``,
         ``target_volume_cc``) as a plain mapping.
-    spacing_mm : voxel size, one number or (z, y, x).
-    patient_id : defaults to ``synth_<site>_<seed>``.
-    scheme_index : the prescription scheme (index into ``prescriptions``); default drawn
-        from the seed, all schemes equally likely (the cohort passes one assigned in the
-        schemes' ``cases`` proportions).
+    spacing_mm : float or tuple of float, optional
+        Voxel size (mm), one number or (z, y, x); default 6 mm.
+    patient_id : str, optional
+        Default ``synth_<site>_<seed>``.
+    scheme_index : int, optional
+        The prescription scheme (index into ``prescriptions``); default drawn from the
+        seed, all schemes equally likely (the cohort passes one assigned in the schemes'
+        ``cases`` proportions).
 
     Returns
     -------

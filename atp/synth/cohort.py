@@ -60,7 +60,22 @@ __all__ = ["CohortResult", "assign_splits", "bixel_mm_for_grid", "build_cohort",
 def assign_splits(site: str, seed: int, n: int) -> list[str]:
     """Train/val/test per patient index: patients ranked by a hash of (site, seed, index);
     the first 15 % (at least one) go to validation, the next 15 % (at least one) to test,
-    the rest to training. Deterministic for a given (site, seed, n)."""
+    the rest to training. Deterministic for a given (site, seed, n).
+
+    Parameters
+    ----------
+    site : str
+        Site name (part of the hash).
+    seed : int
+        Cohort seed.
+    n : int
+        Number of patients; below 3 all go to training.
+
+    Returns
+    -------
+    list of str
+        ``"train"``, ``"val"`` or ``"test"`` for each patient index.
+    """
     if n < 3:
         return ["train"] * n
     order = sorted(range(n), key=lambda i: hashlib.sha256(f"{site}:{seed}:{i}".encode())
@@ -74,12 +89,39 @@ def assign_splits(site: str, seed: int, n: int) -> list[str]:
 
 
 def patient_seed(seed: int, index: int) -> int:
-    """Seed of the patient at ``index`` in a cohort drawn with ``seed``."""
+    """Seed of the patient at ``index`` in a cohort drawn with ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        Cohort seed.
+    index : int
+        Patient index in the cohort (0-based).
+
+    Returns
+    -------
+    int
+        ``seed * 100003 + index``, the patient's anatomy seed.
+    """
     return int(seed) * 100_003 + int(index)
 
 
 def effective_site_config(site_cfg: Mapping, institution: Mapping | None) -> dict:
-    """The site's facts with the institution's prescriptions and target volumes."""
+    """The site's facts with the institution's prescriptions and target volumes.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<site>.yaml``).
+    institution : Mapping or None
+        The institution overlay; None keeps the site's defaults.
+
+    Returns
+    -------
+    dict
+        A copy of ``site_cfg`` with ``prescriptions`` (and ``target_volume_cc`` in cc, when
+        the institution gives them) replaced.
+    """
     out = dict(site_cfg)
     out["prescriptions"] = prescription_schemes_for(site_cfg, institution)
     volumes = ((institution or {}).get("target_volume_cc") or {}).get(site_cfg["name"])
@@ -89,7 +131,21 @@ def effective_site_config(site_cfg: Mapping, institution: Mapping | None) -> dic
 
 
 def institution_settings(site_cfg: Mapping, institution: Mapping | None) -> dict:
-    """The institution's facts for this site (the cohort guard compares them)."""
+    """The institution's facts for this site (the cohort guard compares them).
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts; only ``name`` is read.
+    institution : Mapping or None
+        The institution overlay; None gives all-None entries.
+
+    Returns
+    -------
+    dict
+        ``beams``, ``prescriptions``, ``tolerance``, ``goals`` and ``target_volume_cc`` of
+        the institution for this site (None where it sets none).
+    """
     site = site_cfg["name"]
     inst = institution or {}
     return {key: (inst.get(key) or {}).get(site) for key in (
@@ -102,6 +158,24 @@ def assignments(site_cfg: Mapping, institution: Mapping | None, *, n: int,
 
     Techniques in the variants' ``cases`` proportions; schemes in theirs when every scheme
     has ``cases`` (else None: each patient's anatomy seed draws one, all equally likely).
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts.
+    institution : Mapping or None
+        The institution overlay (its beam variants and prescription schemes).
+    n : int
+        Number of patients.
+    seed : int
+        Assignment seed.
+
+    Returns
+    -------
+    names : list of str
+        Technique variant name of each patient.
+    schemes : list of int or None
+        Prescription scheme index of each patient, or None (drawn per patient).
     """
     names = assign_variants(technique_variants(site_cfg, institution), n, seed=[int(seed), 1])
     schemes = prescription_schemes_for(site_cfg, institution)
@@ -113,6 +187,8 @@ def assignments(site_cfg: Mapping, institution: Mapping | None, *, n: int,
 
 @dataclass
 class CohortResult:
+    """What `build_cohort` did: manifest path, patient ids by outcome, wall time (s)."""
+
     manifest_path: Path
     built: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -128,6 +204,20 @@ def bixel_mm_for_grid(engine_bixel_mm: float, *, spacing_mm: float,
     At 6 mm, 5 mm beamlets would be finer than the voxels: the influence matrix (and so
     every optimizer iteration) of a pelvic patient would be three to four times larger
     (measured: 31 M against 9 M entries) for detail the grid barely resolves.
+
+    Parameters
+    ----------
+    engine_bixel_mm : float
+        The engine's beamlet size (mm), meant for the study's grid.
+    spacing_mm : float
+        Grid spacing of the cases (mm).
+    study_spacing_mm : float, optional
+        Grid spacing the engine's beamlet is meant for (mm); default 3 mm.
+
+    Returns
+    -------
+    float
+        Beamlet size (mm), at least ``engine_bixel_mm``.
     """
     return float(max(engine_bixel_mm, engine_bixel_mm * float(spacing_mm)
                      / float(study_spacing_mm)))
@@ -137,7 +227,22 @@ def engine_for_grid(engine: DoseEngine, *, spacing_mm: float,
                     bixel_mm: float | None = None) -> DoseEngine:
     """The pencil-beam ``engine`` with its beamlet size for the grid (`bixel_mm_for_grid`,
     or ``bixel_mm`` when given); other engines are returned as they are. The result is of
-    the configured engine's own class (a subclass keeps its behaviour)."""
+    the configured engine's own class (a subclass keeps its behaviour).
+
+    Parameters
+    ----------
+    engine : DoseEngine
+        The configured dose engine.
+    spacing_mm : float
+        Grid spacing of the cases (mm).
+    bixel_mm : float, optional
+        Beamlet size (mm); default `bixel_mm_for_grid` of the engine's beamlet.
+
+    Returns
+    -------
+    DoseEngine
+        ``engine`` itself when nothing changes, else a copy with the new beamlet size.
+    """
     from dataclasses import replace
 
     from atp.dose import PencilBeamEngine
@@ -169,15 +274,15 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
     n, seed : int
         Number of patients and the cohort seed (patient ``i`` uses `patient_seed`).
     spacing_mm : float
-        Grid spacing of the cases.
+        Grid spacing of the cases (mm).
     engine : DoseEngine
         Dose engine of the reference plans (see `engine_for_grid` for its beamlets).
     settings : PlanSettings
         Optimizer settings of the reference plans.
     sparing_pct, target_mean_band_pct, sparing_max_iter
-        See `atp.synth.reference.reference_plan`.
+        See `atp.synth.reference.reference_plan` (sparing in %, band in % of Rx).
     bixel_mm : float, optional
-        Beamlet size; default: the engine's scaled with the grid (`bixel_mm_for_grid`).
+        Beamlet size (mm); default: the engine's scaled with the grid (`bixel_mm_for_grid`).
     assignment_seed : int, optional
         Seed of the technique and prescription assignment (`assignments`); default
         ``seed``. Recorded in the manifest.
@@ -187,6 +292,12 @@ def build_cohort(out_dir: str | Path, *, site_cfg: Mapping, institution: Mapping
         recorded in the manifest and guarded.
     progress : bool
         Show a progress bar.
+
+    Returns
+    -------
+    CohortResult
+        Manifest path, patient ids built, skipped (already there) and regenerated
+        (corrupted), and the wall time (s).
     """
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
@@ -289,6 +400,11 @@ def _entry(case: PatientCase, path: Path, split: str) -> dict:
 def reference_plan_stats(manifest: Mapping) -> dict:
     """Per-cohort summary of the reference plans in a manifest.
 
+    Parameters
+    ----------
+    manifest : Mapping
+        A cohort manifest (`read_manifest`).
+
     Returns
     -------
     dict
@@ -315,7 +431,23 @@ def reference_plan_stats(manifest: Mapping) -> dict:
 
 
 def read_manifest(out_dir: str | Path) -> dict:
-    """The cohort manifest; a clear error when it is missing or unreadable."""
+    """The cohort manifest; a clear error when it is missing or unreadable.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The cohort folder (holding ``manifest.json``).
+
+    Returns
+    -------
+    dict
+        The parsed manifest.
+
+    Raises
+    ------
+    CaseError
+        When the manifest is missing or not valid JSON.
+    """
     path = Path(out_dir) / MANIFEST
     try:
         return json.loads(path.read_text())

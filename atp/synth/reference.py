@@ -83,7 +83,20 @@ def crop_targets_from_hard_constraints(case: PatientCase, goals: GoalList, *,
 
 
 def target_mean_goals(band_pct: Sequence[float], *, priority: int = 2) -> GoalList:
-    """Goals ``band_pct[0] % Rx <= Dmean <= band_pct[1] % Rx`` on every target level."""
+    """Goals ``band_pct[0] % Rx <= Dmean <= band_pct[1] % Rx`` on every target level.
+
+    Parameters
+    ----------
+    band_pct : sequence of float
+        (low, high) mean dose band (% of Rx); must bracket 100.
+    priority : int, optional
+        Priority of both goals; default 2.
+
+    Returns
+    -------
+    GoalList
+        Two goals on ``ptv_*`` (lower and upper bound of the mean dose).
+    """
     low, high = (float(v) for v in band_pct)
     if not 0.0 < low <= 100.0 <= high:
         raise ValueError(f"target_mean_band_pct must bracket 100, got {list(band_pct)}")
@@ -95,13 +108,39 @@ def target_mean_goals(band_pct: Sequence[float], *, priority: int = 2) -> GoalLi
 
 
 def target_mean_over_rx(case: PatientCase, dose_gy: np.ndarray) -> dict[str, float]:
-    """Mean dose over prescription of every prescribed target (float64 sums)."""
+    """Mean dose over prescription of every prescribed target (float64 sums).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (its prescriptions and target masks).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+
+    Returns
+    -------
+    dict of str to float
+        Target name to Dmean / Rx (1.0 = on prescription); empty targets are left out.
+    """
     return {p.target: float(dose_gy[case.mask(p.target)].mean(dtype=np.float64) / p.dose_gy)
             for p in case.prescriptions if case.mask(p.target).any()}
 
 
 def target_d95_over_rx(case: PatientCase, dose_gy: np.ndarray) -> dict[str, float]:
-    """D95 over prescription of every prescribed target."""
+    """D95 over prescription of every prescribed target.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (its prescriptions and target masks).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+
+    Returns
+    -------
+    dict of str to float
+        Target name to D95 / Rx (1.0 = on prescription); empty targets are left out.
+    """
     return {p.target: dose_at_volume_percent(dose_gy, case.mask(p.target), percent=95.0)
             / p.dose_gy for p in case.prescriptions if case.mask(p.target).any()}
 
@@ -119,8 +158,9 @@ def normalization_factor(case: PatientCase, dose_gy: np.ndarray, p1_goals, *,
     Parameters
     ----------
     case : PatientCase
-    dose_gy : ndarray
-        The plan's dose on the case grid.
+        The case (its prescriptions and target masks).
+    dose_gy : np.ndarray
+        The plan's dose (Gy) on the case grid, (z, y, x).
     p1_goals : list of ResolvedGoal
         Priority-1 goals that must not fail because of the scaling.
     mean_limit_pct : float
@@ -171,18 +211,39 @@ def deliver_keeping_p1(case: PatientCase, influence, result, goals: GoalList, re
 
     Parameters
     ----------
-    case, influence, result : the patient, the plan's matrix and its fluence plan
-    goals : the goal list ``result`` was planned with
-    resolved : the protocol goals every round is judged on
-    engine, machine, sequencer, settings : the dose engine (its matrix on the jaw
-        rectangles), the machine, the sequencing and the planner settings
-    predicted_dose_gy, tolerances : as ``result`` was planned
-    rounds : sequencings at most
+    case : PatientCase
+        The patient.
+    influence : atp.dose.DoseInfluence
+        The plan's influence matrix.
+    result : PlanResult
+        The fluence plan to sequence.
+    goals : GoalList
+        The goal list ``result`` was planned with.
+    resolved : list of ResolvedGoal
+        The protocol goals every round is judged on.
+    engine : DoseEngine
+        The dose engine (its matrix on the jaw rectangles).
+    machine : atp.delivery.Machine
+        The treatment machine.
+    sequencer : atp.delivery.sequencing.SequencingSettings
+        The leaf sequencing settings.
+    settings : PlanSettings
+        The planner settings of the re-plans.
+    predicted_dose_gy : np.ndarray
+        Predicted dose (Gy), (z, y, x), as ``result`` was planned.
+    tolerances : Mapping of str to float
+        Goal tolerances, as ``result`` was planned.
+    rounds : int, optional
+        Sequencings at most; default 2.
 
     Returns
     -------
-    (DeliverableResult, lost, rounds) : the last deliverable plan, the labels of the
-    priority-1 goals it still loses against the first fluence plan, the rounds used.
+    deliverable : DeliverableResult
+        The last deliverable plan.
+    lost : list of str
+        Labels of the priority-1 goals it still loses against the first fluence plan.
+    rounds : int
+        The sequencings used.
     """
     from dataclasses import replace
 
@@ -225,10 +286,12 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
     site_cfg, institution : Mapping
         The site's facts and the institution overlay (beams, goals).
     engine : DoseEngine
+        Dose engine of the plan (its influence matrix).
     settings : PlanSettings
         Optimizer settings of both passes.
     sparing_pct : float
-        How much lower than the protocol plan every organ goal is set in the sparing pass.
+        How much lower (%) than the protocol plan every organ goal is set in the sparing
+        pass.
     target_mean_band_pct : (low, high)
         Mean-dose band of every target level, in % of its own prescription, added to the
         goals the reference plan optimizes (not to the protocol list it is judged on).
@@ -242,7 +305,7 @@ def reference_plan(case: PatientCase, *, site_cfg: Mapping, institution: Mapping
     Returns
     -------
     (dose_gy, summary) : tuple
-        Dose (float32, case grid) and a JSON-able summary for the manifest.
+        Dose (Gy, float32, case grid (z, y, x)) and a JSON-able summary for the manifest.
     """
     from dataclasses import replace
 

@@ -27,23 +27,71 @@ class Frame:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def p(self, z: float, y: float, x: float) -> tuple[float, float, float]:
-        """A point (z, y, x) in the frame's scaled coordinates (mm)."""
+        """A point (z, y, x) in the frame's scaled coordinates (mm).
+
+        Parameters
+        ----------
+        z, y, x : float
+            The point in the standard anatomy (mm).
+
+        Returns
+        -------
+        tuple of float
+            The point (z, y, x) scaled per axis (mm).
+        """
         sz, sy, sx = self.scale
         return (z * sz, y * sy, x * sx)
 
     def r(self, z: float, y: float, x: float) -> tuple[float, float, float]:
-        """A radius triple (z, y, x) scaled like :meth:`p` (mm)."""
+        """A radius triple (z, y, x) scaled like :meth:`p` (mm).
+
+        Parameters
+        ----------
+        z, y, x : float
+            Radii in the standard anatomy (mm).
+
+        Returns
+        -------
+        tuple of float
+            The radii (z, y, x) scaled per axis (mm).
+        """
         return self.p(z, y, x)
 
 
 def unit(v: Vec3) -> np.ndarray:
-    """``v`` divided by its Euclidean norm."""
+    """``v`` divided by its Euclidean norm.
+
+    Parameters
+    ----------
+    v : sequence of float
+        A non-zero 3-vector.
+
+    Returns
+    -------
+    np.ndarray
+        The unit vector, float64, shape (3,).
+    """
     a = np.asarray(v, np.float64)
     return a / np.linalg.norm(a)
 
 
 def axes_from(long_axis: Vec3, hint: Vec3 = (0.0, 1.0, 0.0)) -> np.ndarray:
-    """Orthonormal rows (long axis, second, third); the second as close to ``hint`` as can be."""
+    """Orthonormal rows (long axis, second, third); the second as close to ``hint`` as can be.
+
+    Parameters
+    ----------
+    long_axis : sequence of float
+        Direction of the first axis, (z, y, x) components.
+    hint : sequence of float, optional
+        Preferred direction of the second axis; default y (posterior). When parallel to
+        ``long_axis``, x is used instead.
+
+    Returns
+    -------
+    np.ndarray
+        (3, 3) float64, rows the unit axes in world (z, y, x) components; the third is
+        the cross product of the first two.
+    """
     u = unit(long_axis)
     h = np.asarray(hint, np.float64)
     v = h - u * float(u @ h)
@@ -59,9 +107,23 @@ def ellipsoid(grid: Grid, center: Vec3, radii: Vec3, *, power: float = 2.0,
 
     Parameters
     ----------
-    center, radii : (z, y, x) mm. Radii follow ``axes`` when given.
-    power : 2 gives an ellipsoid, larger values a rounded box.
-    axes : (3, 3) orthonormal rows, the body axes in world (z, y, x) components.
+    grid : Grid
+        The voxel grid of the mask.
+    center : sequence of float
+        Centre (z, y, x) in world mm.
+    radii : sequence of float
+        Semi-axes (mm), along world (z, y, x), or along the rows of ``axes`` when given.
+    power : float, optional
+        Exponent: 2 gives an ellipsoid, larger values a rounded box.
+    axes : np.ndarray, optional
+        (3, 3) orthonormal rows, the body axes in world (z, y, x) components; default
+        the world axes.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask on the whole grid, (z, y, x); the voxel nearest the centre is set
+        when it lies inside the grid.
     """
     c = np.asarray(center, np.float64)
     r = np.maximum(np.asarray(radii, np.float64), 1e-6)
@@ -95,7 +157,23 @@ def _mark(mask: np.ndarray, grid: Grid, points: np.ndarray) -> None:
 
 
 def tube(grid: Grid, points: Sequence[Vec3], radius_mm: float | Sequence[float]) -> np.ndarray:
-    """Union of capsules along a polyline; the radius may vary linearly between points."""
+    """Union of capsules along a polyline; the radius may vary linearly between points.
+
+    Parameters
+    ----------
+    grid : Grid
+        The voxel grid of the mask.
+    points : sequence of (z, y, x)
+        Polyline vertices in world mm; a single point gives a sphere.
+    radius_mm : float or sequence of float
+        Radius (mm), one for all points or one per point.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask on the whole grid, (z, y, x); the voxels nearest the polyline are
+        set so that thin tubes stay connected on coarse grids.
+    """
     pts = np.asarray(points, np.float64).reshape(-1, 3)
     rad = np.broadcast_to(np.asarray(radius_mm, np.float64), (len(pts),))
     out = grid.empty_mask()
@@ -136,18 +214,51 @@ class Section:
     power: float = 2.0
 
     def at(self, z_mm: np.ndarray | float) -> tuple[np.ndarray, ...]:
-        """Centre (y, x) and semi-axes (y, x) of the section at ``z_mm``, interpolated."""
+        """Centre (y, x) and semi-axes (y, x) of the section at ``z_mm``, interpolated.
+
+        Parameters
+        ----------
+        z_mm : np.ndarray or float
+            Axial position(s) (mm).
+
+        Returns
+        -------
+        tuple of np.ndarray
+            (cy_mm, cx_mm, ay_mm, ax_mm), each shaped like ``z_mm`` (mm).
+        """
         return tuple(np.interp(z_mm, self.z_mm, v) for v in
                      (self.cy_mm, self.cx_mm, self.ay_mm, self.ax_mm))
 
     def shrunk(self, d_mm: float) -> Section:
-        """The section moved inwards by ``d_mm`` along both semi-axes."""
+        """The section moved inwards by ``d_mm`` along both semi-axes.
+
+        Parameters
+        ----------
+        d_mm : float
+            Inward shift (mm); no semi-axis gets below 1 mm.
+
+        Returns
+        -------
+        Section
+            A new section with the same knots, centres and power.
+        """
         return Section(self.z_mm, self.cy_mm, self.cx_mm,
                        tuple(max(a - d_mm, 1.0) for a in self.ay_mm),
                        tuple(max(a - d_mm, 1.0) for a in self.ax_mm), self.power)
 
     def rho(self, grid: Grid) -> np.ndarray:
-        """Normalised superellipse radius of every voxel (<= 1 inside), float32."""
+        """Normalised superellipse radius of every voxel (<= 1 inside), float32.
+
+        Parameters
+        ----------
+        grid : Grid
+            The voxel grid.
+
+        Returns
+        -------
+        np.ndarray
+            float32 on the grid, (z, y, x); dimensionless.
+        """
         z, y, x = grid.axes_mm()
         cy, cx, ay, ax = self.at(z)
         u = np.abs((y[None, :, None] - cy[:, None, None]) / ay[:, None, None])
@@ -156,12 +267,36 @@ class Section:
         return ((u ** p + v ** p) ** (1.0 / p)).astype(np.float32)
 
     def mask(self, grid: Grid) -> np.ndarray:
-        """Voxels of ``grid`` inside the outline."""
+        """Voxels of ``grid`` inside the outline.
+
+        Parameters
+        ----------
+        grid : Grid
+            The voxel grid.
+
+        Returns
+        -------
+        np.ndarray
+            Boolean mask on the grid, (z, y, x).
+        """
         return self.rho(grid) <= 1.0
 
     def polar(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
         """Per voxel: depth outside the outline along the ray from the section centre (mm,
-        negative inside) and the ray angle (degrees, 0 anterior, +90 the patient's left)."""
+        negative inside) and the ray angle (degrees, 0 anterior, +90 the patient's left).
+
+        Parameters
+        ----------
+        grid : Grid
+            The voxel grid.
+
+        Returns
+        -------
+        excess_mm : np.ndarray
+            Depth outside the outline (mm), float32, (z, y, x).
+        angle_deg : np.ndarray
+            Ray angle (degrees, -180 to 180), float32, (z, y, x).
+        """
         z, y, x = grid.axes_mm()
         cy, cx = self.at(z)[:2]
         dy = y[None, :, None] - cy[:, None, None]
@@ -173,7 +308,22 @@ class Section:
 
 
 def ensure_nonempty(mask: np.ndarray, grid: Grid, anchors: Sequence[Vec3]) -> np.ndarray:
-    """``mask``, or the voxels nearest to ``anchors`` when the mask is empty (coarse grids)."""
+    """``mask``, or the voxels nearest to ``anchors`` when the mask is empty (coarse grids).
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        Boolean mask on the grid, (z, y, x).
+    grid : Grid
+        The voxel grid.
+    anchors : sequence of (z, y, x)
+        Fallback points in world mm.
+
+    Returns
+    -------
+    np.ndarray
+        ``mask`` itself when non-empty (or no anchors), else a copy with the anchors' voxels set.
+    """
     if mask.any() or not len(anchors):
         return mask
     out = mask.copy()
@@ -190,6 +340,26 @@ def fit_scale(build: Callable[[float], tuple[np.ndarray, Any]], target_cc: float
     ``build(s)`` returns (mask, payload) and should grow with ``s``. Secant steps on
     log(volume) vs log(s), bracketed by bisection; the best try is returned as
     (s, mask, payload, volume_cc).
+
+    Parameters
+    ----------
+    build : callable
+        ``build(s) -> (mask, payload)``; the mask volume should grow with ``s``.
+    target_cc : float
+        Wanted volume (cc).
+    voxel_cc : float
+        Volume of one voxel (cc).
+    s0 : float, optional
+        First scale tried.
+    rel_tol : float, optional
+        Stop when the volume is within this relative error of ``target_cc`` (0.02 = 2 %).
+    max_iter : int, optional
+        Most calls of ``build``.
+
+    Returns
+    -------
+    tuple
+        (s, mask, payload, volume_cc) of the try closest to ``target_cc``.
     """
     s, lo, hi, prev = float(s0), None, None, None
     best: tuple[float, float, np.ndarray, Any, float] | None = None

@@ -45,23 +45,65 @@ class Canvas:
         self.ct = np.full(self.grid.shape, np.float32(HU["air"]), dtype=np.float32)
 
     def paint(self, mask: np.ndarray, tissue: str | float) -> None:
-        """Set the CT inside ``mask`` to a tissue's HU (a name from ``HU``) or a number."""
+        """Set the CT inside ``mask`` to a tissue's HU (a name from ``HU``) or a number.
+
+        Parameters
+        ----------
+        mask : np.ndarray
+            Boolean mask on the canvas grid, (z, y, x).
+        tissue : str or float
+            A key of ``HU`` or a CT number (HU).
+        """
         hu = HU[tissue] if isinstance(tissue, str) else float(tissue)
         self.ct[mask] = np.float32(hu)
 
     def add_roi(self, name: str, mask: np.ndarray, role: str, *,
                 anchors: Sequence[Vec3] = ()) -> np.ndarray:
-        """Store an ROI; a mask left empty by a coarse grid falls back to its anchors."""
+        """Store an ROI; a mask left empty by a coarse grid falls back to its anchors.
+
+        Parameters
+        ----------
+        name : str
+            ROI name (replaces an ROI of that name).
+        mask : np.ndarray
+            Mask on the canvas grid, (z, y, x); cast to bool.
+        role : str
+            ROI role: ``"external"``, ``"organ"`` or ``"target"``.
+        anchors : sequence of (z, y, x), optional
+            Points in world mm whose voxels are used when the mask is empty.
+
+        Returns
+        -------
+        np.ndarray
+            The stored boolean mask.
+        """
         mask = ensure_nonempty(np.asarray(mask, dtype=bool), self.grid, anchors)
         self.rois[name] = (mask, role)
         return mask
 
     def mask(self, name: str) -> np.ndarray:
-        """Mask of the ROI ``name`` painted so far."""
+        """Mask of the ROI ``name`` painted so far.
+
+        Parameters
+        ----------
+        name : str
+            A stored ROI name (KeyError otherwise).
+
+        Returns
+        -------
+        np.ndarray
+            Its boolean mask, (z, y, x) (not a copy).
+        """
         return self.rois[name][0]
 
     def finish(self, *, noise_hu: float) -> None:
-        """Add seeded Gaussian noise inside the body and clip to the CT range."""
+        """Add seeded Gaussian noise inside the body and clip to the CT range.
+
+        Parameters
+        ----------
+        noise_hu : float
+            Standard deviation of the noise (HU); the CT is then clipped to -1024..3000 HU.
+        """
         body = self.mask(BODY)
         n = int(np.count_nonzero(body))
         self.ct[body] += self.rng.normal(0.0, noise_hu, n).astype(np.float32)
@@ -69,12 +111,38 @@ class Canvas:
 
 
 def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """One uniform draw in [lo, hi)."""
+    """One uniform draw in [lo, hi).
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        Random source.
+    lo, hi : float
+        Bounds of the draw.
+
+    Returns
+    -------
+    float
+        The draw.
+    """
     return float(rng.uniform(lo, hi))
 
 
 def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """One draw uniform in log space between lo and hi (both > 0)."""
+    """One draw uniform in log space between lo and hi (both > 0).
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        Random source.
+    lo, hi : float
+        Bounds of the draw, both > 0.
+
+    Returns
+    -------
+    float
+        The draw.
+    """
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
@@ -85,6 +153,25 @@ def spine(canvas: Canvas, *, canal: Sequence[Vec3], z_range: tuple[float, float]
 
     ``canal`` points are (z, y, x), ordered by increasing z; the vertebral body lies
     ``body_offset_mm`` anterior to the canal.
+
+    Parameters
+    ----------
+    canvas : Canvas
+        The canvas painted (bone, cartilage, CSF); no ROI is added.
+    canal : sequence of (z, y, x)
+        Spinal canal polyline in world mm.
+    z_range : tuple of float
+        (low, high) z extent of the vertebrae (mm).
+    body_offset_mm : float
+        Distance of the vertebral bodies anterior to the canal (mm).
+    body_radii : sequence of float
+        Semi-axes (z, y, x) of a vertebral body (mm).
+    level_mm : float
+        Height of one vertebra (mm).
+    canal_r_mm : float
+        Radius of the spinal canal (mm).
+    spinous_mm : float
+        Posterior reach of the spinous process from the canal centre (mm).
     """
     g = canvas.grid
     pts = np.asarray(canal, np.float64)
@@ -115,6 +202,22 @@ def assign_levels(levels_gy: Sequence[float], groups: Sequence[np.ndarray],
 
     ``groups`` are the regions of each level (already merged to ``len(levels_gy)``);
     every target is cropped to ``inner`` (the body inside the skin) and off ``exclude``.
+
+    Parameters
+    ----------
+    levels_gy : sequence of float
+        Dose levels (Gy), any order (sorted highest first).
+    groups : sequence of np.ndarray
+        Boolean region of each level, highest first, (z, y, x).
+    inner : np.ndarray
+        Boolean mask the targets must stay in, (z, y, x).
+    exclude : np.ndarray, optional
+        Boolean mask the targets must stay off (e.g. a cord PRV); default none.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        ``ptv_<cGy>`` name to its disjoint boolean mask, highest level first.
     """
     levels = sorted((float(v) for v in levels_gy), reverse=True)
     if len(groups) != len(levels):
@@ -134,6 +237,18 @@ def merge_components(components: Sequence[np.ndarray], n_levels: int) -> list[np
 
     With fewer levels than components the middle components join their neighbours:
     4 components and 3 levels give [c0], [c1 | c2], [c3]; 2 levels give [c0 | c1], [c2 | c3].
+
+    Parameters
+    ----------
+    components : sequence of np.ndarray
+        Boolean masks, highest risk first, all of one shape.
+    n_levels : int
+        Number of groups, 1 to ``len(components)``.
+
+    Returns
+    -------
+    list of np.ndarray
+        ``n_levels`` boolean masks, highest risk first.
     """
     k = len(components)
     if not 1 <= n_levels <= k:
@@ -154,7 +269,18 @@ def merge_components(components: Sequence[np.ndarray], n_levels: int) -> list[np
 
 
 def union(masks: Sequence[np.ndarray]) -> np.ndarray:
-    """Voxelwise OR of equally shaped masks."""
+    """Voxelwise OR of equally shaped masks.
+
+    Parameters
+    ----------
+    masks : sequence of np.ndarray
+        At least one boolean mask, all of one shape.
+
+    Returns
+    -------
+    np.ndarray
+        A new boolean mask of that shape.
+    """
     out = np.zeros_like(masks[0])
     for m in masks:
         out |= m
@@ -162,7 +288,23 @@ def union(masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def gtv_core(targets: Sequence[np.ndarray], grid: Grid, *, margin_mm: float) -> np.ndarray:
-    """Voxels deeper than ``margin_mm`` inside the union of ``targets`` (the gross tumour)."""
+    """Voxels deeper than ``margin_mm`` inside the union of ``targets`` (the gross tumour).
+
+    Parameters
+    ----------
+    targets : sequence of np.ndarray
+        Boolean target masks, (z, y, x).
+    grid : Grid
+        Their grid (its spacing sets the depth in mm).
+    margin_mm : float
+        Depth below the target surface (mm).
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask, (z, y, x); the deepest voxels when none is deeper than the margin,
+        empty when the targets are.
+    """
     from scipy import ndimage
 
     u = union(targets)

@@ -140,7 +140,25 @@ def _target_components(cv: Canvas, f: Frame, shape: dict, s: float) -> list[np.n
 
 
 def build_npc(cv: Canvas, *, levels_gy: Sequence[float], target_cc: float, fit: Fit) -> dict:
-    """Paint a head and neck with NPC targets; returns the site facts for the metadata."""
+    """Paint a head and neck with NPC targets; returns the site facts for the metadata.
+
+    Parameters
+    ----------
+    cv : Canvas
+        The canvas painted (CT) and filled with the body, organ and target ROIs.
+    levels_gy : sequence of float
+        Dose levels (Gy) of the prescription scheme, one target per level.
+    target_cc : float
+        Wanted volume of the union of the targets (cc).
+    fit : Fit
+        The target volume search (`atp.synth.shapes.fit_scale` bound to the grid).
+
+    Returns
+    -------
+    dict
+        Site facts for the metadata: ``laterality``, ``target_scale``, ``body_scale_zyx`` and
+        ``node_side`` (side of the involved upper-neck node, or None).
+    """
     g, rng = cv.grid, cv.rng
     f = Frame((uniform(rng, 0.95, 1.04), uniform(rng, 0.92, 1.05), uniform(rng, 0.9, 1.06)))
     sec = _body(f)

@@ -176,6 +176,23 @@ def build_cervix(cv: Canvas, *, levels_gy: Sequence[float], target_cc: float, fi
     """Paint a female pelvis; PTV = uterus, cervix, parametria, vagina and pelvic nodes.
 
     With two dose levels the higher one is a boost to one involved pelvic node.
+
+    Parameters
+    ----------
+    cv : Canvas
+        The canvas painted (CT) and filled with the body, organ and target ROIs.
+    levels_gy : sequence of float
+        Dose levels (Gy) of the prescription scheme, one target per level.
+    target_cc : float
+        Wanted volume of the union of the targets (cc).
+    fit : Fit
+        The target volume search (`atp.synth.shapes.fit_scale` bound to the grid).
+
+    Returns
+    -------
+    dict
+        Site facts for the metadata: ``laterality``, ``target_scale``, ``body_scale_zyx``,
+        ``para_aortic`` (nodes extended para-aortic) and ``boost_side`` (or None).
     """
     g, rng = cv.grid, cv.rng
     f, fat_mm = _habitus(rng)
@@ -219,6 +236,23 @@ def build_rectum(cv: Canvas, *, levels_gy: Sequence[float], target_cc: float, fi
     """Paint a pelvis with a rectal tumour; PTV = mesorectum + presacral and pelvic nodes.
 
     With two dose levels the higher one covers the tumour and its mesorectum.
+
+    Parameters
+    ----------
+    cv : Canvas
+        The canvas painted (CT) and filled with the body, organ and target ROIs.
+    levels_gy : sequence of float
+        Dose levels (Gy) of the prescription scheme, one target per level.
+    target_cc : float
+        Wanted volume of the union of the targets (cc).
+    fit : Fit
+        The target volume search (`atp.synth.shapes.fit_scale` bound to the grid).
+
+    Returns
+    -------
+    dict
+        Site facts for the metadata: ``laterality``, ``target_scale``, ``body_scale_zyx`` and
+        ``tumour_z_mm`` (tumour centre, mm).
     """
     g, rng = cv.grid, cv.rng
     f, fat_mm = _habitus(rng)

@@ -136,7 +136,25 @@ def _habitus(rng: np.random.Generator, x_range: tuple[float, float]) -> Frame:
 
 
 def build_lung(cv: Canvas, *, levels_gy: Sequence[float], target_cc: float, fit: Fit) -> dict:
-    """Paint a thorax with one lung PTV (central or peripheral, left or right)."""
+    """Paint a thorax with one lung PTV (central or peripheral, left or right).
+
+    Parameters
+    ----------
+    cv : Canvas
+        The canvas painted (CT) and filled with the body, organ and target ROIs.
+    levels_gy : sequence of float
+        Dose levels (Gy) of the prescription scheme, one target per level.
+    target_cc : float
+        Wanted volume of the union of the targets (cc).
+    fit : Fit
+        The target volume search (`atp.synth.shapes.fit_scale` bound to the grid).
+
+    Returns
+    -------
+    dict
+        Site facts for the metadata: ``laterality``, ``target_scale``, ``body_scale_zyx``,
+        ``location`` (``"central"`` or ``"peripheral"``) and ``nodes`` (nodes in the target).
+    """
     g, rng = cv.grid, cv.rng
     f = _habitus(rng, (0.9, 1.1))
     th = _thorax(cv, f, fat_mm=uniform(rng, 6.0, 22.0))
@@ -217,7 +235,25 @@ def _bump(excess: np.ndarray, theta: np.ndarray, z: np.ndarray, *, side: int, he
 
 def build_breast(cv: Canvas, *, levels_gy: Sequence[float], target_cc: float, fit: Fit) -> dict:
     """Paint a thorax with two breasts; the PTV is the treated breast (+ regional nodes),
-    cropped 5 mm from the skin and off the chest wall."""
+    cropped 5 mm from the skin and off the chest wall.
+
+    Parameters
+    ----------
+    cv : Canvas
+        The canvas painted (CT) and filled with the body, organ and target ROIs.
+    levels_gy : sequence of float
+        Dose levels (Gy) of the prescription scheme, one target per level.
+    target_cc : float
+        Wanted volume of the union of the targets (cc).
+    fit : Fit
+        The target volume search (`atp.synth.shapes.fit_scale` bound to the grid).
+
+    Returns
+    -------
+    dict
+        Site facts for the metadata: ``laterality``, ``target_scale``, ``body_scale_zyx``,
+        ``nodes`` (regional nodes included) and ``contralateral_breast_scale``.
+    """
     g, rng = cv.grid, cv.rng
     f = _habitus(rng, (0.86, 1.03))
     fat_mm = uniform(rng, 8.0, 25.0)

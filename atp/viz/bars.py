@@ -11,7 +11,24 @@ from atp.viz.core import pyplot
 
 def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str,
                ylabel: str):
-    """Grouped bars: one group per label, one bar per series. Returns the figure."""
+    """Grouped bars: one group per label, one bar per series. Returns the figure.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        Group labels along x.
+    series : Mapping of str to sequence of float
+        Series name (legend entry) to one value per label.
+    title : str
+        Figure title.
+    ylabel : str
+        Label of the y axis (with its unit).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2.5), 4.0))
     x = np.arange(len(labels), dtype=np.float64)

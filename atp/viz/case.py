@@ -38,9 +38,15 @@ def plot_case(case: PatientCase, *, dose_gy: np.ndarray | None = None,
 
     Parameters
     ----------
-    case : the patient; every ROI gets one colour and a legend entry.
-    dose_gy : optional dose on the case grid (Gy), drawn as a colour wash with a colour bar.
-    path : PNG file, written atomically.
+    case : PatientCase
+        The patient; every ROI gets one colour and a legend entry.
+    dose_gy : np.ndarray, optional
+        Dose (Gy) on the case grid, (z, y, x), drawn as a colour wash with a colour bar;
+        None draws CT and contours only.
+    path : str or os.PathLike
+        The PNG file, written atomically.
+    dpi : int, optional
+        Resolution (dots per inch).
     """
     if dose_gy is not None and np.shape(dose_gy) != case.shape:
         raise ValueError(f"dose shape {np.shape(dose_gy)} does not match the case {case.shape}")

@@ -8,7 +8,13 @@ from atp.io.atomic import atomic_open
 
 
 def pyplot():
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed).
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,8 +29,11 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
-    path : path of the PNG (its folder is created; the file appears complete or not at all)
-    dpi : resolution
+        The figure; closed afterwards, even on error.
+    path : str or os.PathLike
+        The PNG file (its folder is created; the file appears complete or not at all).
+    dpi : int, optional
+        Resolution (dots per inch).
     """
     try:
         with atomic_open(path) as fh:

@@ -8,7 +8,20 @@ from atp.viz.core import pyplot
 def plot_fluences(plan, *, max_beams: int = 9):
     """Optimized (left) and delivered (right) MU per fraction of the first ``max_beams``
     beams of an `atp.delivery.DeliverablePlan` (an arc: summed over its directions).
-    Returns the figure."""
+    Returns the figure.
+
+    Parameters
+    ----------
+    plan : atp.delivery.DeliverablePlan
+        The sequenced plan (its beams and machine).
+    max_beams : int, optional
+        Most beams drawn, one row each; default 9.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     from atp.delivery.fluence import BeamletGrid, delivered_fluence
 
     plt = pyplot()

@@ -15,7 +15,24 @@ STYLES = ("-", "--", ":", "-.")
 
 def plot_dvh_overlay(case: PatientCase, doses_gy: Mapping[str, np.ndarray], *,
                      rois: Sequence[str] | None = None, title: str | None = None):
-    """Cumulative DVHs: one colour per ROI, one line style per dose. Returns the figure."""
+    """Cumulative DVHs: one colour per ROI, one line style per dose. Returns the figure.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (its ROI masks and spacing).
+    doses_gy : Mapping of str to np.ndarray
+        Legend label to dose (Gy) on the case grid, (z, y, x).
+    rois : sequence of str, optional
+        ROIs drawn; default every target and organ (empty ROIs are skipped).
+    title : str, optional
+        Figure title; default ``"<patient id>: DVH"``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     plt = pyplot()
     names = list(rois) if rois is not None else [
         n for n, r in case.rois.items() if r.role in ("target", "organ")]

@@ -30,7 +30,18 @@ def _num(v) -> float:
 
 
 def study_endpoint_rows(rows: Sequence[Mapping]) -> list[Mapping]:
-    """The rows of the study's endpoint family (all rows when none carries ``family``)."""
+    """The rows of the study's endpoint family (all rows when none carries ``family``).
+
+    Parameters
+    ----------
+    rows : sequence of Mapping
+        Comparison rows (`compare_plans` or `compare_to_prediction`).
+
+    Returns
+    -------
+    list of Mapping
+        Rows with ``family == "endpoint"``, or all rows.
+    """
     rows = list(rows)
     if not any("family" in r for r in rows):
         return rows
@@ -86,6 +97,21 @@ def dot_plot_relative_differences(summary_rows: Sequence[Mapping], *, title: str
     shape and vertical offset per institution (and per group of ``group_by``), colour
     by flag (blue = better, red = worse, black = n.s., as in the study's Fig. 4);
     positive = new plan better.
+
+    Parameters
+    ----------
+    summary_rows : sequence of Mapping
+        `compare_plans` summary rows (``site``, ``metric``, ``institution``,
+        ``mean_rel_diff_pct``, ``ci_lo_pct``, ``ci_hi_pct`` in %, ``flag``).
+    title : str
+        Figure title.
+    group_by : str, optional
+        Column splitting each institution into groups; default none.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
     """
     from matplotlib.lines import Line2D
 
@@ -107,7 +133,23 @@ def dot_plot_vs_prediction(pred_rows: Sequence[Mapping], *, title: str,
     """Mean relative difference (%) of plan vs predicted organ doses, from
     `compare_to_prediction` rows (the study's endpoint family when the rows carry
     ``family``); positive = plan dose above the prediction. Colour by flag as in the
-    study's Fig. 5: blue = higher, red = lower than the prediction, black = n.s."""
+    study's Fig. 5: blue = higher, red = lower than the prediction, black = n.s.
+
+    Parameters
+    ----------
+    pred_rows : sequence of Mapping
+        `compare_to_prediction` rows (``site``, ``metric``, ``institution``,
+        ``mean_rel_diff_pct``, ``ci_lo_pct``, ``ci_hi_pct`` in %, ``flag``).
+    title : str
+        Figure title.
+    group_by : str, optional
+        Column splitting each institution into groups; default none.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     from matplotlib.lines import Line2D
 
     rows = study_endpoint_rows(pred_rows)
@@ -145,6 +187,26 @@ def dose_difference_slices(ct_hu: np.ndarray, dose_a_gy: np.ndarray, dose_b_gy: 
     Arrays are (z, y, x); doses are drawn over the CT in grey (below 5 % of the
     maximum dose transparent), the difference with a diverging colormap centred at
     0, mask outlines as contours. Pixel aspect follows ``spacing_mm`` (z, y, x).
+
+    Parameters
+    ----------
+    ct_hu : np.ndarray
+        CT (HU), (z, y, x).
+    dose_a_gy, dose_b_gy : np.ndarray
+        The two doses (Gy), shaped like ``ct_hu``.
+    masks : Mapping of str to np.ndarray
+        Name to boolean mask shaped like ``ct_hu``; ``ptv*`` masks set the slices.
+    spacing_mm : sequence of float
+        Voxel size (z, y, x) in mm.
+    labels : sequence of str, optional
+        Names of dose A and dose B; default ("ATP", "MNL").
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
     """
     plt = pyplot()
     from matplotlib.lines import Line2D

@@ -16,15 +16,20 @@ def prediction_figure(*, dose_gy: np.ndarray, pred_gy: np.ndarray,
 
     Parameters
     ----------
-    dose_gy, pred_gy : reference and predicted dose (z, y, x), Gy
-    rois : name -> boolean mask; slices pass through the centroid of ``targets`` if
-        present, else of ``body``
-    body : boolean body mask
-    title : figure title
+    dose_gy, pred_gy : np.ndarray
+        Reference and predicted dose (Gy), (z, y, x).
+    rois : Mapping of str to np.ndarray
+        Name to boolean mask, one DVH pair each; slices pass through the centroid of
+        ``targets`` if present, else of ``body``.
+    body : np.ndarray
+        Boolean body mask, (z, y, x).
+    title : str, optional
+        Figure title.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
     """
     plt = pyplot()
     ref, pred = dose_gy, pred_gy

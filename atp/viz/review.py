@@ -21,7 +21,22 @@ PANELS = (("acceptable", "a  ATP plan acceptable", "Greens"),
 
 
 def pair_dvh(case: PatientCase, doses_gy: Sequence[np.ndarray], *, title: str):
-    """DVHs of both plans on one set of axes: Plan 1 solid, Plan 2 dashed."""
+    """DVHs of both plans on one set of axes: Plan 1 solid, Plan 2 dashed.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (ROIs, spacing).
+    doses_gy : sequence of np.ndarray
+        The two doses (Gy) on the case grid, (z, y, x), in display order.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     return plot_dvh_overlay(case, dict(zip(PLAN_NAMES, doses_gy, strict=True)), title=title)
 
 
@@ -40,6 +55,20 @@ def pair_dose_wash(case: PatientCase, doses_gy: Sequence[np.ndarray], *, title: 
     the scoring mask), and Plan 1 - Plan 2 (a diverging scale centred at 0). Dose is
     drawn only inside ``case.scoring_mask`` and above 5 % of the shared maximum, the CT
     in grey below, target and organ contours in the same colours in every panel.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case (CT, ROIs, scoring mask, spacing).
+    doses_gy : sequence of np.ndarray
+        The two doses (Gy) on the case grid, (z, y, x), in display order.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
     """
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -113,7 +142,23 @@ def _label(r: Mapping) -> str:
 def agreement_figure(rates: Sequence[Mapping], *, n_reviewers: int, suffix: str = ""):
     """Fig. 3 of the study: a, b stacked bars of the cases by how many reviewers found
     the ATP plan acceptable / preferred it (k = R at the bottom); c the mean rate at
-    which reviewers named the ATP plan as AI-generated."""
+    which reviewers named the ATP plan as AI-generated.
+
+    Parameters
+    ----------
+    rates : sequence of Mapping
+        `atp.review.scoring.agreement_rates` rows (questions ``acceptable``,
+        ``preferred``, ``recognized``; shares as fractions).
+    n_reviewers : int
+        Number of reviewers R.
+    suffix : str, optional
+        Note such as ``" (simulated reviewers)"``, shown as a red banner when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     plt = pyplot()
     groups = _bar_groups(rates, "acceptable")
     width = max(7.0, 1.0 + 0.75 * len(groups))
@@ -155,7 +200,20 @@ def agreement_figure(rates: Sequence[Mapping], *, n_reviewers: int, suffix: str 
 
 def dot_plot_by_preference(rows: Sequence[Mapping], *, title: str):
     """`atp.viz.evaluation.dot_plot_relative_differences` with the preference groups
-    in place of institutions (legend entries named after the groups)."""
+    in place of institutions (legend entries named after the groups).
+
+    Parameters
+    ----------
+    rows : sequence of Mapping
+        Comparison rows split by preference, the group in the ``institution`` column.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     fig = dot_plot_relative_differences(rows, title=title)
     for ax in fig.axes:
         legend = ax.get_legend()
@@ -168,7 +226,23 @@ def dot_plot_by_preference(rows: Sequence[Mapping], *, title: str):
 
 
 def keyword_figure(table: Sequence[Mapping], *, top: int = 20, title: str = ""):
-    """Horizontal bars of the most mentioned comment keywords."""
+    """Horizontal bars of the most mentioned comment keywords.
+
+    Parameters
+    ----------
+    table : sequence of Mapping
+        `atp.review.keywords.keyword_table` rows (``keyword``, ``mentions``), most
+        mentioned first.
+    top : int, optional
+        Most keywords drawn; default 20.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     plt = pyplot()
     rows = list(table)[:top]
     fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.3 * max(len(rows), 1)))

@@ -12,7 +12,21 @@ from atp.viz.core import pyplot
 
 def plot_workflow(summary: Sequence[Mapping], *, title: str = "Planning time per case"):
     """Fig. 7-style stacked bars: mean time per step per case, one bar per group, with
-    the mean number of optimization rounds written next to each bar."""
+    the mean number of optimization rounds written next to each bar.
+
+    Parameters
+    ----------
+    summary : sequence of Mapping
+        Rows of `atp.evaluation.workflow.summarize_workflow` (``group``, ``step``,
+        ``mean_s`` in s; ``step == "rounds"`` rows with the round counts).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (save it with `atp.viz.save_figure`).
+    """
     plt = pyplot()
     groups = list(dict.fromkeys(str(r["group"]) for r in summary))
     steps = [s for s in STEPS if any(r["step"] == s for r in summary)]
