@@ -70,12 +70,29 @@ class Beam:
             object.__setattr__(self, "aperture_mm", ap)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (used by the influence cache)."""
+        """JSON-serialisable form (used by the influence cache).
+
+        Returns
+        -------
+        dict
+            The beam's fields by name.
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Beam:
-        """Rebuild a beam from :meth:`to_dict` output."""
+        """Rebuild a beam from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        d : Mapping
+            Beam fields by name (lists are accepted for ``isocenter_mm``, ``aperture_mm``).
+
+        Returns
+        -------
+        Beam
+            The rebuilt beam.
+        """
         d = dict(d)
         if d.get("aperture_mm") is not None:
             d["aperture_mm"] = tuple(d["aperture_mm"])
@@ -88,6 +105,18 @@ def default_isocenter_mm(case: PatientCase, *, target_mask: np.ndarray | None = 
     """Centroid (world (z, y, x) mm) of the union of the case's targets (or ``target_mask``).
 
     Raises `CaseError` when the case has no target voxels.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case; its grid maps voxel indices to world mm.
+    target_mask : np.ndarray, optional
+        Boolean mask on the CT grid, (z, y, x); default the union of the case's targets.
+
+    Returns
+    -------
+    tuple of 3 floats
+        Centroid of the mask's voxel centres, world (z, y, x) mm.
     """
     mask = case.target_union() if target_mask is None else np.asarray(target_mask, dtype=bool)
     if mask.shape != case.shape:
@@ -110,6 +139,22 @@ def arc_gantry_angles_deg(start_deg: float, stop_deg: float, *, direction: str =
     full 360-degree arc) is cut into ``n = ceil(length / spacing_deg)`` equal segments and
     each segment is represented by the static direction at its centre, so a full arc at
     5 degrees gives 72 directions.
+
+    Parameters
+    ----------
+    start_deg : float
+        Gantry angle where the arc starts (degrees, IEC 61217).
+    stop_deg : float
+        Gantry angle where the arc stops (degrees); equal to ``start_deg`` for a full arc.
+    direction : {"cw", "ccw"}
+        ``cw``: gantry angle increasing; ``ccw``: decreasing.
+    spacing_deg : float
+        Largest segment per direction (degrees), > 0.
+
+    Returns
+    -------
+    list of float
+        Gantry angles (degrees, in [0, 360)) of the segment centres, in arc order.
     """
     if direction not in ("cw", "ccw"):
         raise ValueError(f"arc direction must be 'cw' or 'ccw', got {direction!r}")
@@ -138,6 +183,23 @@ def beams_from_config(technique_cfg: Mapping[str, Any], *, isocenter_mm: Sequenc
     ``{"technique": "vmat", "arcs": [{"start_deg": 181, "stop_deg": 179,
     "direction": "cw", "couch_deg": 0}], "spacing_deg": 4}`` gives the directions of
     `arc_gantry_angles_deg` for every arc.
+
+    Parameters
+    ----------
+    technique_cfg : Mapping
+        The technique: ``technique``, ``gantry_deg``/``couch_deg`` or ``arcs``, optional
+        ``spacing_deg`` (degrees) and ``side`` (see above).
+    isocenter_mm : sequence of 3 floats
+        World (z, y, x) isocentre (mm) of every beam.
+    sad_mm : float
+        Source-axis distance (mm).
+    laterality : str, optional
+        Treated side of the case, "left" or "right"; ``None`` never mirrors.
+
+    Returns
+    -------
+    list of Beam
+        One per IMRT field (label ``field<i>``) or VMAT direction (label ``arc<i>``).
     """
     cfg = dict(technique_cfg)
     side = cfg.pop("side", None)

@@ -38,7 +38,27 @@ def _digest(a: np.ndarray | None) -> str | None:
 def influence_cache_key(case: PatientCase, beams: Sequence[Beam], engine: DoseEngine, *,
                         mask: np.ndarray | None = None,
                         target_mask: np.ndarray | None = None) -> str:
-    """Hex SHA-256 identifying the influence matrix of ``engine`` for ``case`` and ``beams``."""
+    """Hex SHA-256 identifying the influence matrix of ``engine`` for ``case`` and ``beams``.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case: its id, grid, CT, body and target masks enter the key.
+    beams : sequence of Beam
+        The beams, in order.
+    engine : DoseEngine
+        The engine; its `cache_token` enters the key.
+    mask : np.ndarray, optional
+        Rows: boolean mask on the CT grid, (z, y, x); ``None`` for the engine's default
+        (the body).
+    target_mask : np.ndarray, optional
+        Boolean mask on the CT grid that sets the beamlets; default the case's targets.
+
+    Returns
+    -------
+    str
+        64 hexadecimal characters.
+    """
     ingredients = {
         "format": CACHE_FORMAT,
         "case_id": case.patient_id,
@@ -55,7 +75,22 @@ def influence_cache_key(case: PatientCase, beams: Sequence[Beam], engine: DoseEn
 
 
 def save_influence(influence: DoseInfluence, path: str | Path, *, key: str = "") -> Path:
-    """Write ``influence`` to ``path`` (``.npz``) atomically; return the path."""
+    """Write ``influence`` to ``path`` (``.npz``) atomically; return the path.
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The matrix and its maps.
+    path : str or Path
+        Destination file (``.npz`` format; no suffix is added); folders are created.
+    key : str
+        Cache key stored with the data (see `influence_cache_key`); default empty.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     m = influence.matrix.tocsc()
     meta = {"format": CACHE_FORMAT, "key": key, "grid": influence.grid.to_dict(),
@@ -70,7 +105,21 @@ def save_influence(influence: DoseInfluence, path: str | Path, *, key: str = "")
 
 
 def load_influence(path: str | Path, *, key: str | None = None) -> DoseInfluence:
-    """Read a file written by `save_influence`; with ``key``, check that it matches."""
+    """Read a file written by `save_influence`; with ``key``, check that it matches.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by `save_influence`.
+    key : str, optional
+        Expected cache key; ``None`` skips the check.
+
+    Returns
+    -------
+    DoseInfluence
+        The stored matrix. An unreadable file, another cache format or a different key
+        raises ValueError naming the file.
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -96,7 +145,29 @@ def load_influence(path: str | Path, *, key: str | None = None) -> DoseInfluence
 def cached_influence(engine: DoseEngine, case: PatientCase, beams: Sequence[Beam], *,
                      cache_dir: str | Path, mask: np.ndarray | None = None,
                      target_mask: np.ndarray | None = None) -> DoseInfluence:
-    """Load the influence matrix from ``cache_dir`` if present, else compute and save it."""
+    """Load the influence matrix from ``cache_dir`` if present, else compute and save it.
+
+    Parameters
+    ----------
+    engine : DoseEngine
+        The engine that computes the matrix on a cache miss.
+    case : PatientCase
+        The case.
+    beams : sequence of Beam
+        The beams, in order.
+    cache_dir : str or Path
+        Folder of the files ``influence_<patient id>_<key prefix>.npz``.
+    mask : np.ndarray, optional
+        Rows: boolean mask on the CT grid, (z, y, x); ``None`` for the engine's default
+        (the body).
+    target_mask : np.ndarray, optional
+        Boolean mask on the CT grid that sets the beamlets; default the case's targets.
+
+    Returns
+    -------
+    DoseInfluence
+        The cached matrix, or a computed one (an unreadable or stale file is overwritten).
+    """
     key = influence_cache_key(case, beams, engine, mask=mask, target_mask=target_mask)
     path = Path(cache_dir) / f"influence_{case.patient_id}_{key[:24]}.npz"
     if path.is_file():

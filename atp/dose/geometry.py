@@ -43,6 +43,18 @@ def beam_axes(gantry_deg: float, couch_deg: float = 0.0
     """Unit vectors (world (z, y, x)) of a beam: ``(s, u, v)``.
 
     ``s`` points from the isocentre to the source, ``u`` and ``v`` are the BEV axes.
+
+    Parameters
+    ----------
+    gantry_deg : float
+        Gantry angle (degrees, IEC 61217).
+    couch_deg : float
+        Couch angle (degrees, IEC 61217); default 0.
+
+    Returns
+    -------
+    tuple of 3 np.ndarray
+        ``(s, u, v)``, each a float64 unit vector (3,) in world (z, y, x).
     """
     g = math.radians(float(gantry_deg))
     c = math.radians(float(couch_deg))
@@ -58,7 +70,24 @@ def beam_axes(gantry_deg: float, couch_deg: float = 0.0
 
 def source_position_mm(gantry_deg: float, couch_deg: float, isocenter_mm,
                        sad_mm: float) -> np.ndarray:
-    """World (z, y, x) position of the source in mm."""
+    """World (z, y, x) position of the source in mm.
+
+    Parameters
+    ----------
+    gantry_deg : float
+        Gantry angle (degrees, IEC 61217).
+    couch_deg : float
+        Couch angle (degrees, IEC 61217).
+    isocenter_mm : sequence of 3 floats
+        World (z, y, x) isocentre (mm).
+    sad_mm : float
+        Source-axis distance (mm).
+
+    Returns
+    -------
+    np.ndarray
+        Source position, float64 (3,), world (z, y, x) mm.
+    """
     s, _, _ = beam_axes(gantry_deg, couch_deg)
     return np.asarray(isocenter_mm, dtype=np.float64) + float(sad_mm) * s
 
@@ -69,6 +98,25 @@ def to_beam_coords(points_mm: np.ndarray, *, gantry_deg: float, couch_deg: float
 
     ``t`` is the distance from the source along the central axis, ``u``/``v`` the lateral
     position projected through the source onto the isocentre plane.
+
+    Parameters
+    ----------
+    points_mm : np.ndarray
+        World points (n, 3), (z, y, x) mm.
+    gantry_deg : float
+        Gantry angle (degrees, IEC 61217).
+    couch_deg : float
+        Couch angle (degrees, IEC 61217).
+    isocenter_mm : sequence of 3 floats
+        World (z, y, x) isocentre (mm).
+    sad_mm : float
+        Source-axis distance (mm).
+
+    Returns
+    -------
+    tuple of 3 np.ndarray
+        ``(t_mm, u_mm, v_mm)``, each float64 (n,): distance from the source along the
+        central axis and BEV position at the isocentre plane (mm).
     """
     s, u, v = beam_axes(gantry_deg, couch_deg)
     r = np.asarray(points_mm, dtype=np.float64) - np.asarray(isocenter_mm, dtype=np.float64)

@@ -95,7 +95,13 @@ class PencilBeamSettings:
                              f"{self.scatter_weight}")
 
     def to_dict(self) -> dict:
-        """Settings as plain YAML/JSON-ready values (tuples become lists)."""
+        """Settings as plain YAML/JSON-ready values (tuples become lists).
+
+        Returns
+        -------
+        dict
+            Field name -> value.
+        """
         d = asdict(self)
         for key in ("sigma_primary_mm", "sigma_scatter_mm", "scatter_weight"):
             d[key] = list(d[key])
@@ -104,7 +110,19 @@ class PencilBeamSettings:
         return d
 
     def kernel_widths(self, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(σ_p, σ_s, w_s) at radiological depths ``depth_mm`` (float32, physical mm)."""
+        """(σ_p, σ_s, w_s) at radiological depths ``depth_mm`` (float32, physical mm).
+
+        Parameters
+        ----------
+        depth_mm : np.ndarray
+            Radiological depths (mm water-equivalent); negative depths count as 0.
+
+        Returns
+        -------
+        tuple of 3 np.ndarray
+            Primary and scatter widths (mm, at the depth) and the scatter weight (0..1),
+            float32, the shape of ``depth_mm``.
+        """
         d = np.maximum(np.asarray(depth_mm, dtype=np.float32), np.float32(0.0))
         sp = np.float32(self.sigma_primary_mm[0]) + np.float32(self.sigma_primary_mm[1]) * d
         ss = np.float32(self.sigma_scatter_mm[0]) + np.float32(self.sigma_scatter_mm[1]) * d
@@ -115,18 +133,55 @@ class PencilBeamSettings:
 
 def bixel_integral(delta_mm: np.ndarray, half_mm: float, sigma_mm: np.ndarray) -> np.ndarray:
     """1-D integral of a unit Gaussian (width ``sigma_mm``) centred ``delta_mm`` from a
-    beamlet centre, over the beamlet ``[-half, +half]``."""
+    beamlet centre, over the beamlet ``[-half, +half]``.
+
+    Parameters
+    ----------
+    delta_mm : np.ndarray
+        Distance (mm) of the point from the beamlet centre along one axis.
+    half_mm : float
+        Half the beamlet width (mm).
+    sigma_mm : np.ndarray
+        Gaussian width (mm), broadcastable with ``delta_mm``.
+
+    Returns
+    -------
+    np.ndarray
+        The integral (0..1), the broadcast shape.
+    """
     h = np.float32(half_mm)
     return ndtr((delta_mm + h) / sigma_mm) - ndtr((delta_mm - h) / sigma_mm)
 
 
 def file_digest(path: str | Path) -> str:
-    """Short SHA-256 of a file's bytes (for cache keys)."""
+    """Short SHA-256 of a file's bytes (for cache keys).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    str
+        The first 16 hexadecimal characters of the digest.
+    """
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def load_pdd(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(depth_mm, pdd normalised to 1 at its maximum), checked."""
+    """(depth_mm, pdd normalised to 1 at its maximum), checked.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        CSV with the header ``depth_mm,pdd_percent``; ``None`` reads the generic 6 MV table.
+
+    Returns
+    -------
+    tuple of 2 np.ndarray
+        Depths (mm, increasing, >= 0) and the PDD (1 at its maximum), float64.
+    """
     depth, pdd = read_table_csv(path or DEFAULT_PDD, columns=("depth_mm", "pdd_percent"))
     if not (np.all(np.diff(depth) > 0) and depth[0] >= 0):
         raise ValueError(f"{path or DEFAULT_PDD}: depth_mm must be increasing and >= 0")
@@ -137,7 +192,20 @@ def load_pdd(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 def pdd_at(depth_mm: np.ndarray, table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Tabulated PDD (1 at dmax) at ``depth_mm``: linear inside the table, exponential
-    (log-linear in the last two points) beyond its deepest point."""
+    (log-linear in the last two points) beyond its deepest point.
+
+    Parameters
+    ----------
+    depth_mm : np.ndarray
+        Depths (mm water-equivalent), 1-D or more.
+    table : tuple of 2 np.ndarray
+        ``(depth_mm, pdd)`` as from `load_pdd`.
+
+    Returns
+    -------
+    np.ndarray
+        PDD (1 at dmax), float64, the shape of ``depth_mm``.
+    """
     depth, pdd = table
     d = np.asarray(depth_mm, dtype=np.float64)
     out = np.interp(d, depth, pdd)
@@ -152,7 +220,24 @@ def central_axis_lateral_factor(settings: PencilBeamSettings, depth_mm: np.ndarr
                                 ssd_mm: float | None = None) -> np.ndarray:
     """Sum of lateral factors ``L`` (with the engine's cutoff and threshold) on the
     central axis of a square field of unit-weight beamlets, isocentre at the surface
-    (or at ``ssd_mm``)."""
+    (or at ``ssd_mm``).
+
+    Parameters
+    ----------
+    settings : PencilBeamSettings
+        Kernel widths, beamlet size, cutoff, threshold and SAD.
+    depth_mm : np.ndarray
+        Depths in water (mm) on the central axis.
+    field_mm : float
+        Side of the square field at the isocentre plane (mm); default 100.
+    ssd_mm : float, optional
+        Source-surface distance (mm); ``None`` is the SAD.
+
+    Returns
+    -------
+    np.ndarray
+        The summed lateral factor at each depth, float64 (n_depths,).
+    """
     sad = settings.sad_mm
     ssd = sad if ssd_mm is None else float(ssd_mm)
     b = settings.bixel_mm
@@ -192,7 +277,20 @@ class DepthDoseTable:
 
 def commission_depth_dose(settings: PencilBeamSettings,
                           pdd_table: tuple[np.ndarray, np.ndarray]) -> DepthDoseTable:
-    """``T(d)`` such that the reference field reproduces the PDD (see module docstring)."""
+    """``T(d)`` such that the reference field reproduces the PDD (see module docstring).
+
+    Parameters
+    ----------
+    settings : PencilBeamSettings
+        The engine settings (kernel, cutoff, threshold, SAD).
+    pdd_table : tuple of 2 np.ndarray
+        ``(depth_mm, pdd)`` as from `load_pdd`.
+
+    Returns
+    -------
+    DepthDoseTable
+        ``T(d)`` (Gy per unit weight) every 1 mm from 0 to 800 mm depth.
+    """
     depth = np.arange(0.0, DEPTH_TABLE_MAX_MM + DEPTH_TABLE_STEP_MM, DEPTH_TABLE_STEP_MM)
     sad = settings.sad_mm
     isq = (sad / (sad + depth)) ** 2

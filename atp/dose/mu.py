@@ -27,7 +27,24 @@ from atp.dose.influence import DoseInfluence
 
 def fluence_map(influence: DoseInfluence, weights: Sequence[float] | np.ndarray, beam: int
                 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Fluence of ``beam`` as a 2-D array indexed (iu, iv) and the (iu, iv) of its [0, 0]."""
+    """Fluence of ``beam`` as a 2-D array indexed (iu, iv) and the (iu, iv) of its [0, 0].
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The plan's influence matrix.
+    weights : sequence of float or np.ndarray
+        Beamlet weights (MU-equivalent), (n_beamlets,).
+    beam : int
+        Index into ``influence.beams``.
+
+    Returns
+    -------
+    fmap : np.ndarray
+        Fluence (MU-equivalent, float64), (n_u, n_v); 0 where the beam has no beamlet.
+    origin : tuple of 2 int
+        Beamlet indices (iu, iv) of ``fmap[0, 0]``.
+    """
     w = influence.check_weights(weights).astype(np.float64)
     cols = influence.beam_columns(beam)
     uv = influence.beamlet_uv_mm[cols].astype(np.float64)
@@ -41,7 +58,18 @@ def fluence_map(influence: DoseInfluence, weights: Sequence[float] | np.ndarray,
 
 def sliding_window_mu(fmap: np.ndarray) -> float:
     """MU of one fluence map (rows along u = leaf travel): max over leaf pairs (columns v)
-    of the sum of positive increments along u."""
+    of the sum of positive increments along u.
+
+    Parameters
+    ----------
+    fmap : np.ndarray
+        Fluence (MU-equivalent), (n_u, n_v) as from `fluence_map`; negatives count as 0.
+
+    Returns
+    -------
+    float
+        Estimated MU; 0 for an empty map.
+    """
     if fmap.size == 0:
         return 0.0
     f = np.maximum(np.asarray(fmap, dtype=np.float64), 0.0)
@@ -50,11 +78,37 @@ def sliding_window_mu(fmap: np.ndarray) -> float:
 
 
 def beam_mu(influence: DoseInfluence, weights: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Estimated MU of every beam (float64, ``len(influence.beams)``)."""
+    """Estimated MU of every beam (float64, ``len(influence.beams)``).
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The plan's influence matrix.
+    weights : sequence of float or np.ndarray
+        Beamlet weights (MU-equivalent), (n_beamlets,).
+
+    Returns
+    -------
+    np.ndarray
+        MU per beam (or VMAT direction), float64 (n_beams,).
+    """
     return np.array([sliding_window_mu(fluence_map(influence, weights, i)[0])
                      for i in range(len(influence.beams))], dtype=np.float64)
 
 
 def total_mu(influence: DoseInfluence, weights: Sequence[float] | np.ndarray) -> float:
-    """Estimated total MU of the plan (sum over beams / VMAT directions)."""
+    """Estimated total MU of the plan (sum over beams / VMAT directions).
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The plan's influence matrix.
+    weights : sequence of float or np.ndarray
+        Beamlet weights (MU-equivalent), (n_beamlets,).
+
+    Returns
+    -------
+    float
+        Total MU.
+    """
     return float(beam_mu(influence, weights).sum())

@@ -78,7 +78,15 @@ class _BeamletMap:
 
 
 class PencilBeamEngine(DoseEngine):
-    """Pencil-beam 6 MV dose engine (see the module docstring and `atp.dose.kernel`)."""
+    """Pencil-beam 6 MV dose engine (see the module docstring and `atp.dose.kernel`).
+
+    Parameters
+    ----------
+    settings : PencilBeamSettings, optional
+        Engine settings; ``None`` uses the defaults.
+    **overrides
+        Settings fields to replace, e.g. ``bixel_mm=2.5``.
+    """
 
     name = "pencil_beam_6mv"
     version = "1"
@@ -91,6 +99,13 @@ class PencilBeamEngine(DoseEngine):
         self.depth_dose = commission_depth_dose(self.settings, self.pdd_table)
 
     def cache_token(self) -> dict:
+        """Everything about the engine that changes its matrices (for cache keys).
+
+        Returns
+        -------
+        dict
+            ``name``, ``version``, the settings and digests of the PDD and HU-to-RED tables.
+        """
         return {"name": self.name, "version": self.version, "settings": self.settings.to_dict(),
                 "pdd": file_digest(self.settings.pdd_path or DEFAULT_PDD),
                 "hu_to_red": file_digest(self.settings.hu_to_red_path or DEFAULT_HU_TO_RED)}
@@ -99,7 +114,24 @@ class PencilBeamEngine(DoseEngine):
     def influence(self, case: PatientCase, beams: Sequence[Beam], *,
                   mask: np.ndarray | None = None,
                   target_mask: np.ndarray | None = None) -> DoseInfluence:
-        """The influence matrix (CSC, float32, int32 indices) of ``beams`` on ``case``."""
+        """The influence matrix (CSC, float32, int32 indices) of ``beams`` on ``case``.
+
+        Parameters
+        ----------
+        case : PatientCase
+            The case (CT, body and targets).
+        beams : sequence of Beam
+            The beams, in order.
+        mask : np.ndarray, optional
+            Rows: boolean mask on the CT grid, (z, y, x); default the body.
+        target_mask : np.ndarray, optional
+            Boolean mask on the CT grid that sets the beamlets; default the case's targets.
+
+        Returns
+        -------
+        DoseInfluence
+            The matrix (Gy per MU-equivalent beamlet weight) and its maps.
+        """
         prep = self._prepare(case, beams, mask, target_mask)
         maps = [self._beamlet_map(prep, b, i) for i, b in enumerate(beams)]
         n_rows = prep.voxel_index.size
@@ -130,7 +162,26 @@ class PencilBeamEngine(DoseEngine):
     def forward(self, case: PatientCase, beams: Sequence[Beam], weights: np.ndarray, *,
                 mask: np.ndarray | None = None,
                 target_mask: np.ndarray | None = None) -> np.ndarray:
-        """Dose (Gy, float32) on the CT grid, one beam at a time (never the whole matrix)."""
+        """Dose (Gy, float32) on the CT grid, one beam at a time (never the whole matrix).
+
+        Parameters
+        ----------
+        case : PatientCase
+            The case (CT, body and targets).
+        beams : sequence of Beam
+            The beams, in order.
+        weights : np.ndarray
+            Beamlet weights (MU-equivalent), one per beamlet of the influence matrix.
+        mask : np.ndarray, optional
+            Rows: boolean mask on the CT grid, (z, y, x); default the body.
+        target_mask : np.ndarray, optional
+            Boolean mask on the CT grid that sets the beamlets; default the case's targets.
+
+        Returns
+        -------
+        np.ndarray
+            Dose (Gy, float32) on the CT grid, (z, y, x).
+        """
         prep = self._prepare(case, beams, mask, target_mask)
         maps = [self._beamlet_map(prep, b, i) for i, b in enumerate(beams)]
         n_total = sum(m.size for m in maps)
@@ -150,7 +201,22 @@ class PencilBeamEngine(DoseEngine):
     def radiological_depth_mm(self, case: PatientCase, beam: Beam, points_mm: np.ndarray
                               ) -> np.ndarray:
         """Water-equivalent depth (mm, float32) along the rays from the source of ``beam``
-        to world points ``points_mm`` (n, 3) (z, y, x), as the engine computes it."""
+        to world points ``points_mm`` (n, 3) (z, y, x), as the engine computes it.
+
+        Parameters
+        ----------
+        case : PatientCase
+            The case (CT and body).
+        beam : Beam
+            The beam whose source the rays start from.
+        points_mm : np.ndarray
+            World points (n, 3), (z, y, x) mm.
+
+        Returns
+        -------
+        np.ndarray
+            Radiological depth (mm water-equivalent, float32), (n,).
+        """
         pts = np.atleast_2d(np.asarray(points_mm, dtype=np.float64))
         t, u, v = self._coords(beam, pts)
         band = (float(u.min()) - 1, float(u.max()) + 1, float(v.min()) - 1, float(v.max()) + 1)

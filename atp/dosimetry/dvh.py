@@ -93,13 +93,37 @@ def _roi_doses(dose_gy, mask, name: str = "mask") -> np.ndarray:
 
 
 def voxel_volume_cc(spacing_mm) -> float:
-    """Volume of one voxel (cc) from a (z, y, x) spacing in mm."""
+    """Volume of one voxel (cc) from a (z, y, x) spacing in mm.
+
+    Parameters
+    ----------
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+
+    Returns
+    -------
+    float
+        Voxel volume (cc).
+    """
     sz, sy, sx = _check_spacing(spacing_mm)
     return sz * sy * sx / 1000.0
 
 
 def roi_volume_cc(mask, *, spacing_mm) -> float:
-    """ROI volume (cc): number of True voxels times the voxel volume (0 if empty)."""
+    """ROI volume (cc): number of True voxels times the voxel volume (0 if empty).
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        Boolean ROI mask, (z, y, x).
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+
+    Returns
+    -------
+    float
+        ROI volume (cc).
+    """
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         raise ValueError(f"mask must be a boolean array, got dtype {m.dtype}")
@@ -118,6 +142,24 @@ def cumulative_dvh(
 
     Edges run ``0, w, 2w, ...`` (w = ``bin_width_gy``) up to the first edge above
     ``max_dose_gy`` (default: the ROI's maximum dose), where the curve reaches 0.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+    bin_width_gy : float
+        Bin width (Gy), > 0.
+    max_dose_gy : float, optional
+        Highest dose (Gy) to cover; ``None`` is the ROI's maximum.
+
+    Returns
+    -------
+    DVH
+        Edges (Gy), volume fractions and volumes (cc), read-only; one NaN bin if empty.
     """
     w = _check_real(bin_width_gy, "bin_width_gy", lo=0.0)
     if w == 0.0:
@@ -149,6 +191,20 @@ def dose_at_volume_percent(dose_gy, mask, *, percent: float) -> float:
 
     The linear percentile ``100 - percent`` of the ROI's voxel doses (D95 = 5th
     percentile, D2 = 98th); NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+    percent : float
+        Volume (% of the ROI), in [0, 100].
+
+    Returns
+    -------
+    float
+        Dose (Gy).
     """
     p = _check_real(percent, "percent", lo=0.0, hi=100.0)
     doses = _roi_doses(dose_gy, mask)
@@ -163,6 +219,22 @@ def dose_at_volume_cc(dose_gy, mask, *, volume_cc: float, spacing_mm) -> float:
     The linear percentile ``100 - (volume_cc / voxel_cc) / n * 100`` of the ROI's
     ``n`` voxel doses, clipped to [0, 100]: 0 cc gives the maximum, a volume at or above
     the ROI volume gives the minimum. NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+    volume_cc : float
+        Volume (cc), >= 0.
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+
+    Returns
+    -------
+    float
+        Dose (Gy).
     """
     v = _check_real(volume_cc, "volume_cc", lo=0.0)
     voxel_cc = voxel_volume_cc(spacing_mm)
@@ -181,6 +253,24 @@ def volume_at_dose(
 
     ``unit="percent"`` gives % of the ROI's voxels; ``unit="cc"`` gives cc and needs
     ``spacing_mm``. NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+    threshold_gy : float
+        Dose threshold (Gy).
+    spacing_mm : sequence of 3 floats, optional
+        Voxel size (mm), (z, y, x); needed only for ``unit="cc"``.
+    unit : {"percent", "cc"}
+        Unit of the result.
+
+    Returns
+    -------
+    float
+        Volume (% of the ROI or cc).
     """
     if unit not in _UNITS:
         raise ValueError(f"unit must be one of {_UNITS}, got {unit!r}")
@@ -196,23 +286,79 @@ def volume_at_dose(
 
 
 def mean_dose(dose_gy, mask) -> float:
-    """Mean ROI dose (Gy), in float64; NaN for an empty mask."""
+    """Mean ROI dose (Gy), in float64; NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+
+    Returns
+    -------
+    float
+        Mean dose (Gy).
+    """
     doses = _roi_doses(dose_gy, mask)
     return float(doses.mean(dtype=np.float64)) if doses.size else math.nan
 
 
 def max_dose(dose_gy, mask) -> float:
-    """Point (single-voxel) maximum ROI dose (Gy); NaN for an empty mask."""
+    """Point (single-voxel) maximum ROI dose (Gy); NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+
+    Returns
+    -------
+    float
+        Maximum dose (Gy).
+    """
     doses = _roi_doses(dose_gy, mask)
     return float(doses.max()) if doses.size else math.nan
 
 
 def min_dose(dose_gy, mask) -> float:
-    """Point (single-voxel) minimum ROI dose (Gy); NaN for an empty mask."""
+    """Point (single-voxel) minimum ROI dose (Gy); NaN for an empty mask.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+
+    Returns
+    -------
+    float
+        Minimum dose (Gy).
+    """
     doses = _roi_doses(dose_gy, mask)
     return float(doses.min()) if doses.size else math.nan
 
 
 def near_max_dose(dose_gy, mask, *, spacing_mm, volume_cc: float = 0.03) -> float:
-    """Near-maximum dose D``volume_cc`` (default D0.03cc) via `dose_at_volume_cc`."""
+    """Near-maximum dose D``volume_cc`` (default D0.03cc) via `dose_at_volume_cc`.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, the shape of ``dose_gy``.
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+    volume_cc : float
+        Volume (cc) of the hottest part; default 0.03.
+
+    Returns
+    -------
+    float
+        Dose (Gy); NaN for an empty mask.
+    """
     return dose_at_volume_cc(dose_gy, mask, volume_cc=volume_cc, spacing_mm=spacing_mm)

@@ -34,6 +34,22 @@ def paddick_ci(dose_gy, target_mask, *, prescription_gy: float, body_mask=None) 
     """Paddick conformity index TV_PIV^2 / (TV * PIV) (1 = perfect); NaN if TV or PIV is 0.
 
     References: Paddick, J Neurosurg 93 (2000) 219-222.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    target_mask : np.ndarray
+        Boolean target mask, the shape of ``dose_gy``.
+    prescription_gy : float
+        Prescription dose (Gy), > 0.
+    body_mask : np.ndarray, optional
+        Boolean mask restricting the isodose volumes; ``None``: the whole grid.
+
+    Returns
+    -------
+    float
+        The index, in [0, 1].
     """
     rx = _prescription(prescription_gy)
     dose = np.asarray(dose_gy)
@@ -48,7 +64,24 @@ def paddick_ci(dose_gy, target_mask, *, prescription_gy: float, body_mask=None) 
 
 
 def rtog_ci(dose_gy, target_mask, *, prescription_gy: float, body_mask=None) -> float:
-    """RTOG conformity index PIV / TV; NaN if TV is 0."""
+    """RTOG conformity index PIV / TV; NaN if TV is 0.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    target_mask : np.ndarray
+        Boolean target mask, the shape of ``dose_gy``.
+    prescription_gy : float
+        Prescription dose (Gy), > 0.
+    body_mask : np.ndarray, optional
+        Boolean mask restricting the isodose volumes; ``None``: the whole grid.
+
+    Returns
+    -------
+    float
+        The index (1 = prescription isodose volume equals the target volume).
+    """
     rx = _prescription(prescription_gy)
     dose = np.asarray(dose_gy)
     target = _check_mask(target_mask, dose.shape, "target_mask")
@@ -62,6 +95,18 @@ def homogeneity_index_icru83(dose_gy, target_mask) -> float:
     """ICRU 83 homogeneity index (D2% - D98%) / D50% (0 = homogeneous).
 
     Dx% follow `dose_at_volume_percent`. NaN for an empty target or D50% = 0.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    target_mask : np.ndarray
+        Boolean target mask, the shape of ``dose_gy``.
+
+    Returns
+    -------
+    float
+        The index (dimensionless).
     """
     d2 = dose_at_volume_percent(dose_gy, target_mask, percent=2.0)
     d98 = dose_at_volume_percent(dose_gy, target_mask, percent=98.0)
@@ -72,7 +117,22 @@ def homogeneity_index_icru83(dose_gy, target_mask) -> float:
 
 
 def gradient_index(dose_gy, *, prescription_gy: float, body_mask=None) -> float:
-    """Gradient index PIV50% / PIV100% (Paddick & Lippitz 2006); NaN if PIV100% is 0."""
+    """Gradient index PIV50% / PIV100% (Paddick & Lippitz 2006); NaN if PIV100% is 0.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    prescription_gy : float
+        Prescription dose (Gy), > 0.
+    body_mask : np.ndarray, optional
+        Boolean mask restricting the isodose volumes; ``None``: the whole grid.
+
+    Returns
+    -------
+    float
+        The index (>= 1).
+    """
     rx = _prescription(prescription_gy)
     dose = np.asarray(dose_gy)
     piv100 = int(np.count_nonzero(_isodose(dose, rx, body_mask)))

@@ -33,6 +33,20 @@ def dose_score(reference_dose_gy, predicted_dose_gy, possible_dose_mask) -> floa
     """OpenKBP dose score (Gy): ``sum(|ref - pred * mask|) / sum(mask)``.
 
     ``possible_dose_mask`` is boolean or 0/1 numeric. NaN for an all-zero mask.
+
+    Parameters
+    ----------
+    reference_dose_gy : np.ndarray
+        Reference dose (Gy), (z, y, x).
+    predicted_dose_gy : np.ndarray
+        Predicted dose (Gy), the same shape.
+    possible_dose_mask : np.ndarray
+        Voxels that can receive dose, boolean or 0/1, the same shape.
+
+    Returns
+    -------
+    float
+        Dose score (Gy).
     """
     ref = np.asarray(reference_dose_gy, dtype=np.float64)
     pred = np.asarray(predicted_dose_gy, dtype=np.float64)
@@ -67,6 +81,22 @@ def openkbp_dvh_metrics(
 
     ROIs named in ``target_names`` get ``D_99``, ``D_95``, ``D_1``; the others get
     ``D_0.1_cc`` and ``mean``. Empty ROIs are left out.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), (z, y, x).
+    rois : Mapping of str to np.ndarray
+        ROI name -> boolean mask, the shape of ``dose_gy``.
+    spacing_mm : sequence of 3 floats
+        Voxel size (mm), (z, y, x).
+    target_names : collection of str
+        Names of the target ROIs (not a single string).
+
+    Returns
+    -------
+    dict
+        ``{(roi, metric): dose_gy}`` (Gy).
     """
     if isinstance(target_names, str):
         raise ValueError(
@@ -109,6 +139,18 @@ def dvh_score(reference_metrics: Mapping, predicted_metrics: Mapping) -> float:
     """OpenKBP DVH score of one patient (Gy): mean |ref - pred| over the shared keys.
 
     NaN differences are ignored; NaN when no key is shared.
+
+    Parameters
+    ----------
+    reference_metrics : Mapping
+        ``{(roi, metric): Gy}`` of the reference dose (`openkbp_dvh_metrics`).
+    predicted_metrics : Mapping
+        The same for the predicted dose.
+
+    Returns
+    -------
+    float
+        DVH score (Gy).
     """
     return _nanmean(_abs_differences(reference_metrics, predicted_metrics))
 
@@ -122,6 +164,20 @@ def cohort_scores(
 
     The dose score is the NaN-ignoring mean of per-patient dose scores; the DVH score
     pools every (patient, ROI, metric) absolute difference, as the challenge does.
+
+    Parameters
+    ----------
+    dose_scores : sequence of float
+        Per-patient dose scores (Gy).
+    reference_metrics : sequence of Mapping
+        Per-patient DVH metrics of the reference doses (`openkbp_dvh_metrics`).
+    predicted_metrics : sequence of Mapping
+        Per-patient DVH metrics of the predicted doses, same order and length.
+
+    Returns
+    -------
+    dict
+        ``dose_score`` and ``dvh_score`` (Gy).
     """
     if len(reference_metrics) != len(predicted_metrics):
         raise ValueError(
@@ -170,7 +226,18 @@ def case_scores(case, predicted_dose_gy) -> dict:
 
 def challenge_scores(per_case: Sequence[Mapping]) -> dict[str, float]:
     """Cohort dose and DVH scores (Gy) from `case_scores` results, as `cohort_scores`;
-    also ``n_patients``."""
+    also ``n_patients``.
+
+    Parameters
+    ----------
+    per_case : sequence of Mapping
+        `case_scores` results, one per patient.
+
+    Returns
+    -------
+    dict
+        ``dose_score``, ``dvh_score`` (Gy) and ``n_patients``.
+    """
     out = cohort_scores([c["dose_score"] for c in per_case],
                         [c["reference_metrics"] for c in per_case],
                         [c["predicted_metrics"] for c in per_case])

@@ -30,6 +30,20 @@ def bed(dose_gy, *, n_fractions: float, alpha_beta_gy: float) -> float | np.ndar
     """Biologically effective dose BED = D (1 + d / (alpha/beta)) (Gy), d = D / n.
 
     Example: 60 Gy in 30 fractions, alpha/beta = 10 Gy -> 72 Gy.
+
+    Parameters
+    ----------
+    dose_gy : float or np.ndarray
+        Total physical dose (Gy), scalar or per voxel.
+    n_fractions : float
+        Number of fractions, >= 1.
+    alpha_beta_gy : float
+        The tissue's alpha/beta (Gy), > 0.
+
+    Returns
+    -------
+    float or np.ndarray
+        BED (Gy); float64 array of the same shape for an array input.
     """
     n, ab = _check_lq(n_fractions, alpha_beta_gy)
     d_total = np.asarray(dose_gy, dtype=np.float64)
@@ -40,6 +54,20 @@ def eqd2(dose_gy, *, n_fractions: float, alpha_beta_gy: float) -> float | np.nda
     """Equivalent dose in 2-Gy fractions EQD2 = D (d + alpha/beta) / (2 + alpha/beta) (Gy).
 
     Example: 25 Gy in 5 fractions, alpha/beta = 10 Gy -> 31.25 Gy.
+
+    Parameters
+    ----------
+    dose_gy : float or np.ndarray
+        Total physical dose (Gy), scalar or per voxel.
+    n_fractions : float
+        Number of fractions, >= 1.
+    alpha_beta_gy : float
+        The tissue's alpha/beta (Gy), > 0.
+
+    Returns
+    -------
+    float or np.ndarray
+        EQD2 (Gy); float64 array of the same shape for an array input.
     """
     n, ab = _check_lq(n_fractions, alpha_beta_gy)
     d_total = np.asarray(dose_gy, dtype=np.float64)

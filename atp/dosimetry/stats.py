@@ -31,6 +31,18 @@ def paired_ttest(a, b) -> float:
 
     NaN when fewer than 2 complete pairs remain or the differences have zero variance
     (the t statistic is then undefined).
+
+    Parameters
+    ----------
+    a : sequence of float
+        One value per patient (e.g. ATP plans).
+    b : sequence of float
+        The paired values, same length (e.g. manual plans).
+
+    Returns
+    -------
+    float
+        The p value.
     """
     d = _paired(a, b)
     if d.size < 2 or np.all(d == d[0]):
@@ -71,6 +83,20 @@ def mean_difference_ci(a, b, *, confidence: float = 0.95) -> tuple[float, float,
 
     Returns ``(mean, lo, hi)``; the bounds are NaN for fewer than 2 complete pairs
     (all three for none).
+
+    Parameters
+    ----------
+    a : sequence of float
+        One value per patient (e.g. ATP plans).
+    b : sequence of float
+        The paired values, same length (e.g. manual plans).
+    confidence : float
+        Confidence level, strictly between 0 and 1; default 0.95.
+
+    Returns
+    -------
+    tuple of 3 float
+        ``(mean, lo, hi)`` in the unit of ``a`` and ``b``.
     """
     c = _check_real(confidence, "confidence", lo=0.0, hi=1.0)
     if c in (0.0, 1.0):
@@ -95,6 +121,20 @@ def relative_difference_percent(reference, new, *, higher_is_better: bool = Fals
     ``(new - reference) / reference * 100``, so positive again means new is better.
     ``reference`` is assumed positive; ``reference == 0`` gives NaN. Scalars give a
     float, arrays a float64 array.
+
+    Parameters
+    ----------
+    reference : float or np.ndarray
+        Reference value(s), e.g. of the manual plan.
+    new : float or np.ndarray
+        New value(s), e.g. of the ATP plan, broadcastable with ``reference``.
+    higher_is_better : bool
+        True for coverage/conformity metrics; default False (lower is better).
+
+    Returns
+    -------
+    float or np.ndarray
+        Relative difference (%), positive when ``new`` is better.
     """
     ref = np.asarray(reference, dtype=np.float64)
     val = np.asarray(new, dtype=np.float64)
