@@ -26,7 +26,22 @@ class DistanceBaseline:
     @classmethod
     def fit(cls, cases: Iterable[PatientCase], *, bin_mm: float = 2.0,
             max_distance_mm: float = 200.0) -> DistanceBaseline:
-        """Average the reference dose per distance-to-target bin over ``cases``."""
+        """Average the reference dose per distance-to-target bin over ``cases``.
+
+        Parameters
+        ----------
+        cases : iterable of PatientCase
+            Training cases; those without a dose or a prescription are skipped.
+        bin_mm : float, optional
+            Width of the distance bins (mm); default 2.
+        max_distance_mm : float, optional
+            Farthest bin edge (mm); farther voxels fall in the last bin. Default 200.
+
+        Returns
+        -------
+        DistanceBaseline
+            The fitted fall-off curve (relative to the highest prescription).
+        """
         edges = np.arange(0.0, max_distance_mm + bin_mm, bin_mm)
         sums = np.zeros(edges.size - 1, dtype=np.float64)
         counts = np.zeros(edges.size - 1, dtype=np.float64)
@@ -51,7 +66,18 @@ class DistanceBaseline:
         return cls(bin_edges_mm=edges, relative_dose=g.astype(np.float32))
 
     def predict(self, case: PatientCase) -> np.ndarray:
-        """Predicted dose (Gy, float32) on the case grid; zero outside the scoring mask."""
+        """Predicted dose (Gy, float32) on the case grid; zero outside the scoring mask.
+
+        Parameters
+        ----------
+        case : PatientCase
+            Case with at least one prescription.
+
+        Returns
+        -------
+        np.ndarray
+            Dose (Gy, float32) on the case grid, (z, y, x).
+        """
         if not case.prescriptions:
             raise ValueError(f"patient {case.patient_id}: no prescription to scale the baseline")
         dist = case.distance_to_targets_mm()

@@ -52,17 +52,51 @@ _RING_RE = re.compile(r"^ring_(\d+)_(\d+)$")
 
 
 def ptv_name(dose_gy: float) -> str:
-    """Canonical target name for a dose level, e.g. 70 Gy -> ``ptv_7000``."""
+    """Canonical target name for a dose level, e.g. 70 Gy -> ``ptv_7000``.
+
+    Parameters
+    ----------
+    dose_gy : float
+        Prescribed dose level (Gy); rounded to cGy in the name.
+
+    Returns
+    -------
+    str
+        Canonical target name ``ptv_<cGy>``.
+    """
     return f"ptv_{round(dose_gy * 100):d}"
 
 
 def ptv_dose_gy(name: str) -> float | None:
-    """Dose level encoded in a canonical target name, or None if it is not one."""
+    """Dose level encoded in a canonical target name, or None if it is not one.
+
+    Parameters
+    ----------
+    name : str
+        ROI name, e.g. ``ptv_7000``.
+
+    Returns
+    -------
+    float or None
+        Dose level (Gy); None when ``name`` is not a canonical target name.
+    """
     m = _PTV_RE.match(name)
     return int(m.group(1)) / 100.0 if m else None
 
 
 def ring_limits_mm(name: str) -> tuple[float, float] | None:
-    """Inner and outer distance of a canonical ring name, or None."""
+    """Inner and outer distance of a canonical ring name, or None.
+
+    Parameters
+    ----------
+    name : str
+        ROI name, e.g. ``ring_5_20``.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(inner_mm, outer_mm)`` distance from the targets (mm); None when ``name`` is not
+        a canonical ring name.
+    """
     m = _RING_RE.match(name)
     return (float(m.group(1)), float(m.group(2))) if m else None

@@ -27,14 +27,36 @@ def _read(path: Path) -> dict:
 
 
 def load_site_config(site: str) -> dict:
-    """``conf/site/<site>.yaml`` as a dict."""
+    """``conf/site/<site>.yaml`` as a dict.
+
+    Parameters
+    ----------
+    site : str
+        Site name, one of ``atp.names.SITES``.
+
+    Returns
+    -------
+    dict
+        The parsed YAML mapping.
+    """
     if site not in SITES:
         raise ValueError(f"unknown site '{site}' (known: {list(SITES)})")
     return _read(CONF_DIR / "site" / f"{site}.yaml")
 
 
 def load_institution_config(name: str) -> dict:
-    """``conf/institution/<name>.yaml`` as a dict."""
+    """``conf/institution/<name>.yaml`` as a dict.
+
+    Parameters
+    ----------
+    name : str
+        Institution name, one of ``atp.names.INSTITUTIONS``.
+
+    Returns
+    -------
+    dict
+        The parsed YAML mapping.
+    """
     if name not in INSTITUTIONS:
         raise ValueError(f"unknown institution '{name}' (known: {list(INSTITUTIONS)})")
     return _read(CONF_DIR / "institution" / f"{name}.yaml")

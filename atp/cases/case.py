@@ -20,7 +20,17 @@ from atp.names import BODY, ROI_ROLES, SITES
 
 
 class CaseError(ValueError):
-    """Invalid case data. The message names the source (file or patient) and the field."""
+    """Invalid case data. The message names the source (file or patient) and the field.
+
+    Parameters
+    ----------
+    source : str
+        File or patient the data came from.
+    field_name : str
+        Offending field (``ct_hu``, ``rois.<name>``, ...).
+    problem : str
+        What is wrong with it.
+    """
 
     def __init__(self, source: str, field_name: str, problem: str):
         self.source = str(source)
@@ -107,7 +117,18 @@ class PatientCase:
 
     # ------------------------------------------------------------------ ROIs
     def mask(self, name: str) -> np.ndarray:
-        """Boolean mask of ROI ``name``; a KeyError lists the ROIs the case has."""
+        """Boolean mask of ROI ``name``; a KeyError lists the ROIs the case has.
+
+        Parameters
+        ----------
+        name : str
+            ROI name.
+
+        Returns
+        -------
+        np.ndarray
+            Boolean mask on the case grid, (z, y, x).
+        """
         try:
             return self.rois[name].mask
         except KeyError:
@@ -116,7 +137,18 @@ class PatientCase:
             ) from None
 
     def names_with_role(self, role: str) -> list[str]:
-        """Names of the ROIs whose role is ``role`` ('target', 'organ', ...)."""
+        """Names of the ROIs whose role is ``role`` ('target', 'organ', ...).
+
+        Parameters
+        ----------
+        role : str
+            One of ``atp.names.ROI_ROLES``.
+
+        Returns
+        -------
+        list of str
+            ROI names, in the order of ``rois``.
+        """
         return [n for n, r in self.rois.items() if r.role == role]
 
     @property
@@ -142,14 +174,26 @@ class PatientCase:
         return self.dose_mask if self.dose_mask is not None else self.body_mask
 
     def target_union(self) -> np.ndarray:
-        """Boolean mask of all targets together."""
+        """Boolean mask of all targets together.
+
+        Returns
+        -------
+        np.ndarray
+            Boolean mask on the case grid, (z, y, x); all False without targets.
+        """
         out = np.zeros(self.shape, dtype=bool)
         for name in self.targets:
             out |= self.rois[name].mask
         return out
 
     def distance_to_targets_mm(self) -> np.ndarray:
-        """Euclidean distance (mm, float32) of every voxel to the nearest target voxel."""
+        """Euclidean distance (mm, float32) of every voxel to the nearest target voxel.
+
+        Returns
+        -------
+        np.ndarray
+            Distance (mm, float32) on the case grid, (z, y, x); 0 inside targets.
+        """
         from scipy import ndimage
 
         targets = self.target_union()
@@ -170,7 +214,13 @@ class PatientCase:
         return max((p.dose_gy for p in self.prescriptions), default=None)
 
     def prescribed_dose_map_gy(self) -> np.ndarray:
-        """Per voxel, the highest prescribed dose of the targets covering it (0 elsewhere)."""
+        """Per voxel, the highest prescribed dose of the targets covering it (0 elsewhere).
+
+        Returns
+        -------
+        np.ndarray
+            Prescribed dose (Gy, float32) on the case grid, (z, y, x).
+        """
         out = np.zeros(self.shape, dtype=np.float32)
         for p in self.prescriptions:
             m = self.mask(p.target)
@@ -179,7 +229,18 @@ class PatientCase:
 
     # ------------------------------------------------------------------ validation
     def validate(self, *, source: str | None = None) -> PatientCase:
-        """Check shapes, dtypes and values; raise `CaseError` naming the field."""
+        """Check shapes, dtypes and values; raise `CaseError` naming the field.
+
+        Parameters
+        ----------
+        source : str, optional
+            Source named in errors; default ``patient <patient_id>``.
+
+        Returns
+        -------
+        PatientCase
+            The case itself, unchanged.
+        """
         src = source or f"patient {self.patient_id}"
         ct = self.ct_hu
         if not isinstance(ct, np.ndarray) or ct.ndim != 3 or min(ct.shape) < 1:

@@ -105,7 +105,13 @@ class Grid:
         return cls(shape=d["shape"], spacing_mm=d["spacing_mm"], origin_mm=d["origin_mm"])
 
     def to_dict(self) -> dict[str, list]:
-        """JSON-able ``{"shape", "spacing_mm", "origin_mm"}`` (lists of ints / floats)."""
+        """JSON-able ``{"shape", "spacing_mm", "origin_mm"}`` (lists of ints / floats).
+
+        Returns
+        -------
+        dict
+            ``shape`` (voxels), ``spacing_mm`` and ``origin_mm`` (mm), each (z, y, x).
+        """
         return {"shape": list(self.shape), "spacing_mm": list(self.spacing_mm),
                 "origin_mm": list(self.origin_mm)}
 
@@ -122,22 +128,51 @@ class Grid:
 
     def box_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """World box (low, high corner, (z, y, x) mm) covered by the voxels (their outer
-        faces, half a voxel beyond the outer centres)."""
+        faces, half a voxel beyond the outer centres).
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``(lo_mm, hi_mm)``, each of 3 floats (z, y, x), in mm.
+        """
         sp, o = np.asarray(self.spacing_mm), np.asarray(self.origin_mm)
         return o - sp / 2, o + (np.asarray(self.shape) - 0.5) * sp
 
     def empty_mask(self) -> np.ndarray:
-        """An all-False boolean array of the grid's shape."""
+        """An all-False boolean array of the grid's shape.
+
+        Returns
+        -------
+        np.ndarray
+            Boolean zeros of shape ``shape`` (z, y, x).
+        """
         return np.zeros(self.shape, dtype=bool)
 
     # ------------------------------------------------------------------ coordinates
     def axis_mm(self, axis: int) -> np.ndarray:
-        """World coordinates (mm, float64) of the voxel centres along ``axis`` (0 = z)."""
+        """World coordinates (mm, float64) of the voxel centres along ``axis`` (0 = z).
+
+        Parameters
+        ----------
+        axis : int
+            Axis: 0 = z, 1 = y, 2 = x.
+
+        Returns
+        -------
+        np.ndarray
+            Coordinates (mm, float64), shape ``(shape[axis],)``.
+        """
         return self.origin_mm[axis] + self.spacing_mm[axis] * np.arange(
             self.shape[axis], dtype=np.float64)
 
     def axes_mm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World coordinates of the voxel centres along z, y and x."""
+        """World coordinates of the voxel centres along z, y and x.
+
+        Returns
+        -------
+        tuple of 3 np.ndarray
+            Coordinates (mm, float64) along z, y and x, as `axis_mm`.
+        """
         return (self.axis_mm(0), self.axis_mm(1), self.axis_mm(2))
 
     def world_mm(self, index_zyx) -> np.ndarray:
@@ -157,22 +192,66 @@ class Grid:
                 + np.asarray(self.origin_mm))
 
     def points_mm(self, flat_index) -> np.ndarray:
-        """World (z, y, x) positions (n, 3), float64, of flat (C-order) voxel indices."""
+        """World (z, y, x) positions (n, 3), float64, of flat (C-order) voxel indices.
+
+        Parameters
+        ----------
+        flat_index : int or array of int (n,)
+            Flat C-order indices into the grid.
+
+        Returns
+        -------
+        np.ndarray
+            World positions (mm, float64), shape (..., 3), (z, y, x).
+        """
         idx = np.stack(np.unravel_index(np.asarray(flat_index), self.shape), axis=-1)
         return self.world_mm(idx)
 
     def index_of_mm(self, points_mm) -> np.ndarray:
-        """Fractional (z, y, x) voxel indices (..., 3), float64, of world points (..., 3)."""
+        """Fractional (z, y, x) voxel indices (..., 3), float64, of world points (..., 3).
+
+        Parameters
+        ----------
+        points_mm : array (..., 3)
+            World points (mm), (z, y, x).
+
+        Returns
+        -------
+        np.ndarray
+            Fractional voxel indices (float64), shape (..., 3); not clipped to the grid.
+        """
         return (np.asarray(points_mm, dtype=np.float64) - np.asarray(self.origin_mm)) \
             / np.asarray(self.spacing_mm)
 
     def nearest_index(self, point_mm: Vec3) -> tuple[int, int, int]:
-        """Index of the voxel nearest to a world point, clipped to the grid."""
+        """Index of the voxel nearest to a world point, clipped to the grid.
+
+        Parameters
+        ----------
+        point_mm : 3 floats
+            World point (mm), (z, y, x).
+
+        Returns
+        -------
+        tuple of 3 int
+            Voxel index (z, y, x).
+        """
         return tuple(int(min(n - 1, max(0, round((p - o) / d)))) for p, o, d, n in  # type: ignore
                      zip(point_mm, self.origin_mm, self.spacing_mm, self.shape, strict=True))
 
     def window(self, lo_mm: Vec3, hi_mm: Vec3) -> tuple[slice, slice, slice]:
-        """Index slices of the voxels whose centres lie in the world box [lo, hi]."""
+        """Index slices of the voxels whose centres lie in the world box [lo, hi].
+
+        Parameters
+        ----------
+        lo_mm, hi_mm : 3 floats
+            Corners of the box (mm), (z, y, x); both bounds inclusive.
+
+        Returns
+        -------
+        tuple of 3 slice
+            Slices along z, y, x; empty where the box misses the grid.
+        """
         out = []
         for o, d, n, a, b in zip(self.origin_mm, self.spacing_mm, self.shape, lo_mm, hi_mm,
                                  strict=True):
@@ -184,14 +263,38 @@ class Grid:
     def window_axes_mm(self, win: tuple[slice, slice, slice]
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Broadcastable world coordinates (z, y, x) of the voxels of ``win``:
-        shapes (nz, 1, 1), (1, ny, 1), (1, 1, nx)."""
+        shapes (nz, 1, 1), (1, ny, 1), (1, 1, nx).
+
+        Parameters
+        ----------
+        win : tuple of 3 slice
+            Index window (z, y, x), e.g. from `window`.
+
+        Returns
+        -------
+        tuple of 3 np.ndarray
+            Coordinates (mm, float64) along z, y and x, shaped to broadcast.
+        """
         z, y, x = (ax[s] for ax, s in zip(self.axes_mm(), win, strict=True))
         return z[:, None, None], y[None, :, None], x[None, None, :]
 
     # ------------------------------------------------------------------ comparison
     def same_as(self, other: Grid, *, atol_mm: float = 1e-6) -> bool:
         """Same shape, and spacing and origin equal as `numpy.allclose` with ``atol_mm``
-        (and its default relative tolerance, 1e-5)."""
+        (and its default relative tolerance, 1e-5).
+
+        Parameters
+        ----------
+        other : Grid
+            Grid to compare with.
+        atol_mm : float, optional
+            Absolute tolerance (mm); default 1e-6.
+
+        Returns
+        -------
+        bool
+            True when the grids match.
+        """
         return (self.shape == other.shape
                 and np.allclose(self.spacing_mm, other.spacing_mm, atol=atol_mm)
                 and np.allclose(self.origin_mm, other.origin_mm, atol=atol_mm))

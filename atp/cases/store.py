@@ -27,6 +27,19 @@ def case_to_arrays(case: PatientCase, *, source: str) -> dict[str, np.ndarray]:
     The members (``header``, ``ct_hu``, ``dose_gy``, ``dose_mask``, ``roi_<i>``) are what
     `save_case` writes; other stores (e.g. `atp.evaluation.plan_store`) add their own
     members next to them. ``source`` names the file in errors.
+
+    Parameters
+    ----------
+    case : PatientCase
+        Case to store.
+    source : str
+        File named in errors.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Archive members: ``header`` (JSON text), ``ct_hu`` (HU, float32), ``dose_gy``
+        (Gy, float32, if any), ``dose_mask`` (if any) and ``roi_<i>`` (bool), (z, y, x).
     """
     case.validate(source=source)
     header = {
@@ -60,7 +73,20 @@ def case_to_arrays(case: PatientCase, *, source: str) -> dict[str, np.ndarray]:
 
 
 def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
-    """Validate ``case`` and write it to ``path`` atomically; return the path."""
+    """Validate ``case`` and write it to ``path`` atomically; return the path.
+
+    Parameters
+    ----------
+    case : PatientCase
+        Case to write.
+    path : str or os.PathLike
+        Destination ``.npz`` file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     arrays = case_to_arrays(case, source=str(path))
     with atomic_open(path) as fh:
@@ -69,7 +95,18 @@ def save_case(case: PatientCase, path: str | os.PathLike) -> Path:
 
 
 def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every member of an ``.npz`` archive (no pickles); `CaseError` if unreadable."""
+    """Every member of an ``.npz`` archive (no pickles); `CaseError` if unreadable.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npz`` file.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Member name -> array, loaded into memory.
+    """
     path = Path(path)
     src = str(path)
     if not path.is_file():
@@ -82,12 +119,36 @@ def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_case(path: str | os.PathLike) -> PatientCase:
-    """Read and validate a case file; raise `CaseError` naming the file and the field."""
+    """Read and validate a case file; raise `CaseError` naming the file and the field.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Case file (``.npz``) written by `save_case`.
+
+    Returns
+    -------
+    PatientCase
+        The validated case.
+    """
     return case_from_arrays(read_archive(path), source=str(path))
 
 
 def case_from_arrays(data: dict[str, np.ndarray], *, source: str) -> PatientCase:
-    """The validated case held by archive members ``data`` (see `case_to_arrays`)."""
+    """The validated case held by archive members ``data`` (see `case_to_arrays`).
+
+    Parameters
+    ----------
+    data : dict of str to np.ndarray
+        Archive members, as `case_to_arrays` makes them.
+    source : str
+        File named in errors.
+
+    Returns
+    -------
+    PatientCase
+        The validated case.
+    """
     src = source
     if "header" not in data:
         raise CaseError(src, "header", "missing: not an atp case file")

@@ -16,6 +16,18 @@ def atomic_open(path: str | os.PathLike, *, mode: str = "wb") -> Iterator[IO]:
 
     On any exception the temporary file is removed and ``path`` is left untouched, so a
     reader never sees a half-written file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; missing parent folders are created.
+    mode : str, optional
+        Mode for ``open`` (a write mode); default ``"wb"``.
+
+    Yields
+    ------
+    IO
+        The open temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +52,14 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    text : str
+        Content to write.
+    """
     with atomic_open(path, mode="w") as fh:
         fh.write(text)

@@ -52,7 +52,20 @@ IMPORT_SITE_KEYS = ("aliases", "prescriptions", "reference_rx_gy", "spacing_mm")
 
 
 def load_site_config(site: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The site YAML as a dict: ``path`` if given, else ``conf/site/<site>.yaml`` if present."""
+    """The site YAML as a dict: ``path`` if given, else ``conf/site/<site>.yaml`` if present.
+
+    Parameters
+    ----------
+    site : str
+        Site name, used for the default path.
+    path : str or Path, optional
+        Site YAML to read instead; it must exist.
+
+    Returns
+    -------
+    dict
+        The parsed mapping; empty when there is no default file.
+    """
     p = Path(path) if path else SITE_CONF_DIR / f"{site}.yaml"
     if not p.is_file():
         if path:
@@ -69,7 +82,18 @@ def load_site_config(site: str, path: str | Path | None = None) -> dict[str, Any
 
 
 def safe_file_stem(patient_id: str) -> str:
-    """A file name for a patient id: characters other than letters, digits, ``.-_`` -> ``_``."""
+    """A file name for a patient id: characters other than letters, digits, ``.-_`` -> ``_``.
+
+    Parameters
+    ----------
+    patient_id : str
+        DICOM PatientID.
+
+    Returns
+    -------
+    str
+        File stem, without leading/trailing ``.`` or ``_``; ``"patient"`` if empty.
+    """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", patient_id).strip("._")
     return stem or "patient"
 
@@ -276,7 +300,18 @@ def _check_manifest(path: Path, expected: dict[str, Any], cases: list[str]) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: import a DICOM folder into atp case files; returns the exit code."""
+    """Command line: import a DICOM folder into atp case files; returns the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 if every patient was imported, 1 if some were skipped, 2 if none.
+    """
     parser = argparse.ArgumentParser(prog="python -m atp.io.import_dicom",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="folder tree holding the DICOM files")

@@ -12,7 +12,20 @@ from atp.io.openkbp import load_openkbp_patient, read_openkbp_dose
 
 
 def load_any_case(path: str | os.PathLike, *, site: str | None = None) -> PatientCase:
-    """A case file (``.npz``) or an OpenKBP patient folder (``pt_N/``)."""
+    """A case file (``.npz``) or an OpenKBP patient folder (``pt_N/``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Case file or OpenKBP patient folder.
+    site : str, optional
+        Site of an OpenKBP folder; default ``"npc"``. Ignored for case files.
+
+    Returns
+    -------
+    PatientCase
+        The loaded case.
+    """
     path = Path(path)
     if path.is_dir():
         if (path / "ct.csv").exists() or (path / "dose.csv").exists():
@@ -22,7 +35,20 @@ def load_any_case(path: str | os.PathLike, *, site: str | None = None) -> Patien
 
 
 def load_dose(path: str | os.PathLike, *, shape: tuple[int, ...]) -> np.ndarray:
-    """A dose (Gy) from ``.npy``, ``.npz`` (key ``dose_gy``) or an OpenKBP ``.csv``."""
+    """A dose (Gy) from ``.npy``, ``.npz`` (key ``dose_gy``) or an OpenKBP ``.csv``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Dose file.
+    shape : tuple of int
+        Expected shape, the case grid (z, y, x).
+
+    Returns
+    -------
+    np.ndarray
+        Dose (Gy, float32), finite and >= 0, of shape ``shape``.
+    """
     path = Path(path)
     if not path.is_file():
         raise CaseError(str(path), "file", "does not exist")
@@ -52,6 +78,18 @@ PREDICTION_SUFFIXES = (".npy", ".npz", ".csv")
 def find_prediction(folder: str | os.PathLike, patient_id: str) -> Path:
     """The predicted-dose file of ``patient_id`` in ``folder``: ``<id>.npy``, ``<id>.npz``
     (key ``dose_gy``) or ``<id>.csv`` (an OpenKBP submission).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Folder of predicted doses.
+    patient_id : str
+        Patient whose file is wanted.
+
+    Returns
+    -------
+    Path
+        The single matching file.
 
     Raises
     ------

@@ -38,12 +38,35 @@ REQUIRED_FILES = ("ct.csv", "possible_dose_mask.csv", "voxel_dimensions.csv")
 
 
 def to_zyx(a: np.ndarray) -> np.ndarray:
-    """OpenKBP array axes -> atp (z, y, x)."""
+    """OpenKBP array axes -> atp (z, y, x).
+
+    Parameters
+    ----------
+    a : np.ndarray
+        3D array in OpenKBP axis order (anterior->posterior, right->left,
+        superior->inferior).
+
+    Returns
+    -------
+    np.ndarray
+        C-contiguous copy in atp (z, y, x) order, z increasing superiorly.
+    """
     return np.ascontiguousarray(np.flip(np.transpose(a, (2, 0, 1)), axis=0))
 
 
 def from_zyx(a: np.ndarray) -> np.ndarray:
-    """atp (z, y, x) -> OpenKBP array axes (inverse of `to_zyx`)."""
+    """atp (z, y, x) -> OpenKBP array axes (inverse of `to_zyx`).
+
+    Parameters
+    ----------
+    a : np.ndarray
+        3D array in atp (z, y, x) order.
+
+    Returns
+    -------
+    np.ndarray
+        C-contiguous copy in OpenKBP axis order.
+    """
     return np.ascontiguousarray(np.transpose(np.flip(a, axis=0), (1, 2, 0)))
 
 
@@ -52,6 +75,19 @@ def read_sparse_csv(path: str | os.PathLike, *, with_values: bool) -> tuple[np.n
 
     Raises `CaseError` naming the file for a missing header, a truncated last line,
     a non-numeric entry, a duplicate or an index outside the 128^3 grid.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Sparse CSV file.
+    with_values : bool
+        Parse the value column; if False (masks) every value is 1.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(flat_index, values)``: C-order indices into the OpenKBP 128^3 array (int64)
+        and their values (float32), as in the file (HU + 1024 for CT, Gy for dose).
     """
     path = Path(path)
     src = str(path)
@@ -101,7 +137,18 @@ def _mask(idx: np.ndarray) -> np.ndarray:
 
 
 def read_voxel_dimensions(path: Path) -> tuple[float, float, float]:
-    """Spacing of OpenKBP axes (0, 1, 2) in mm, returned in atp (z, y, x) order."""
+    """Spacing of OpenKBP axes (0, 1, 2) in mm, returned in atp (z, y, x) order.
+
+    Parameters
+    ----------
+    path : Path
+        ``voxel_dimensions.csv`` of a patient folder.
+
+    Returns
+    -------
+    tuple of 3 float
+        Voxel spacing (mm), (z, y, x).
+    """
     try:
         vals = np.loadtxt(path, dtype=np.float64, ndmin=1)
     except (OSError, ValueError) as exc:
@@ -117,6 +164,19 @@ def load_openkbp_patient(folder: str | os.PathLike, *, site: str = "npc") -> Pat
     Every file is parsed before the case is built, so an incomplete folder raises
     `CaseError` (naming the file) and never yields a half-built case. Without
     ``dose.csv`` the case has no dose (``dose_gy`` is None).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Patient folder (``pt_N``).
+    site : str, optional
+        Site recorded on the case; default ``"npc"``.
+
+    Returns
+    -------
+    PatientCase
+        The case on the 128^3 grid, origin (0, 0, 0); PTVs as targets with
+        35 fractions.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -178,7 +238,18 @@ class LoadReport:
 
 
 def patient_folders(root: str | os.PathLike) -> list[Path]:
-    """Patient folders (``pt_N``) under ``root`` or its ``*-pats`` split folders, by number."""
+    """Patient folders (``pt_N``) under ``root`` or its ``*-pats`` split folders, by number.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        OpenKBP dataset folder.
+
+    Returns
+    -------
+    list of Path
+        Patient folders, sorted by split folder, then patient number.
+    """
     root = Path(root)
     if not root.is_dir():
         raise CaseError(str(root), "folder", "OpenKBP folder does not exist")
@@ -195,7 +266,22 @@ def patient_folders(root: str | os.PathLike) -> list[Path]:
 def load_openkbp_dataset(
     root: str | os.PathLike, *, site: str = "npc", progress: bool = True
 ) -> LoadReport:
-    """Read every patient under ``root``; skip broken ones with one warning each."""
+    """Read every patient under ``root``; skip broken ones with one warning each.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        OpenKBP dataset folder (see `patient_folders`).
+    site : str, optional
+        Site recorded on the cases; default ``"npc"``.
+    progress : bool, optional
+        Show a progress bar; default True.
+
+    Returns
+    -------
+    LoadReport
+        The cases read and, per skipped folder, the error.
+    """
     from tqdm.auto import tqdm
 
     report = LoadReport()
@@ -209,7 +295,20 @@ def load_openkbp_dataset(
 
 
 def write_openkbp_dose(dose_gy: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a (z, y, x) dose in the challenge's submission format (``pt_N.csv``), atomically."""
+    """Write a (z, y, x) dose in the challenge's submission format (``pt_N.csv``), atomically.
+
+    Parameters
+    ----------
+    dose_gy : np.ndarray
+        Dose (Gy), finite and >= 0, on the OpenKBP grid, (z, y, x), 128^3.
+    path : str or os.PathLike
+        Destination CSV file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     dose_gy = np.asarray(dose_gy)
     if dose_gy.shape != GRID_SHAPE:
         raise ValueError(f"{path}: dose shape {dose_gy.shape} is not the OpenKBP grid {GRID_SHAPE}")
@@ -225,6 +324,17 @@ def write_openkbp_dose(dose_gy: np.ndarray, path: str | os.PathLike) -> Path:
 
 
 def read_openkbp_dose(path: str | os.PathLike) -> np.ndarray:
-    """Read a sparse dose file (reference or submission) as a (z, y, x) float32 array."""
+    """Read a sparse dose file (reference or submission) as a (z, y, x) float32 array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Sparse dose CSV file.
+
+    Returns
+    -------
+    np.ndarray
+        Dose (Gy, float32), (z, y, x), 128^3; 0 at unlisted voxels.
+    """
     idx, val = read_sparse_csv(path, with_values=True)
     return _dense(idx, val)

@@ -74,12 +74,34 @@ _ALL_CANONICAL = frozenset({BODY, *(o for organs in SITE_ORGANS.values() for o i
 
 
 def normalise(name: str) -> str:
-    """Lower case with spaces and separators removed (the key of the alias tables)."""
+    """Lower case with spaces and separators removed (the key of the alias tables).
+
+    Parameters
+    ----------
+    name : str
+        ROI name.
+
+    Returns
+    -------
+    str
+        Lower-case name without whitespace, ``_``, ``-`` or ``.``.
+    """
     return re.sub(r"[\s_\-.]+", "", str(name)).lower()
 
 
 def words(name: str) -> list[str]:
-    """Lower-case words of a name: split on separators, camel case and letter/digit joins."""
+    """Lower-case words of a name: split on separators, camel case and letter/digit joins.
+
+    Parameters
+    ----------
+    name : str
+        ROI name.
+
+    Returns
+    -------
+    list of str
+        Lower-case words, in order.
+    """
     parts = re.split(r"[\s_\-.()/]+", str(name).strip())
     out: list[str] = []
     for part in parts:
@@ -92,6 +114,16 @@ def ptv_dose_from_name(name: str) -> float | None:
 
     ``PTV70``, ``PTV 70Gy``, ``PTV_70.0`` -> 70.0; ``PTV_7000``, ``PTV 7000cGy`` -> 70.0;
     ``PTV50.4`` -> 50.4. Derived names (``PTV70_opt``, ``PTV70-3mm``) do not match.
+
+    Parameters
+    ----------
+    name : str
+        ROI name.
+
+    Returns
+    -------
+    float or None
+        Dose (Gy); None when ``name`` is not a PTV name with a positive dose.
     """
     m = _PTV_RE.match(str(name).strip().lower())
     if not m:
@@ -105,7 +137,18 @@ def ptv_dose_from_name(name: str) -> float | None:
 
 
 def looks_like_target(name: str) -> bool:
-    """True for names starting with the word PTV (``PTV``, ``PTV_boost``, ``ptv high``)."""
+    """True for names starting with the word PTV (``PTV``, ``PTV_boost``, ``ptv high``).
+
+    Parameters
+    ----------
+    name : str
+        ROI name.
+
+    Returns
+    -------
+    bool
+        Whether the name looks like a target.
+    """
     return bool(_PTV_WORD_RE.match(str(name).strip().lower()))
 
 
@@ -141,6 +184,20 @@ def resolve_roi_name(name: str, *, site: str | None,
     ``site`` (one of ``atp.names.SITES`` or None) is accepted for site-specific explicit
     tables; the built-in rules are the same for every site (an organ of another site,
     such as ``heart`` in an NPC case, still resolves to its canonical name).
+
+    Parameters
+    ----------
+    name : str
+        ROI name as in the RT structure set.
+    site : str or None
+        Site of the case, or None; checked against ``atp.names.SITES``.
+    extra_aliases : mapping of str to str, optional
+        Explicit alias -> canonical table, tried first (keys compared via `normalise`).
+
+    Returns
+    -------
+    str or None
+        Canonical ROI name; None when the name is not recognised.
     """
     if site is not None and site not in SITES:
         raise ValueError(f"unknown site {site!r} (known: {list(SITES)})")
@@ -160,7 +217,18 @@ def resolve_roi_name(name: str, *, site: str | None,
 
 
 def role_of(canonical: str) -> str:
-    """ROI role of a canonical name: external, target, control (rings, patches) or organ."""
+    """ROI role of a canonical name: external, target, control (rings, patches) or organ.
+
+    Parameters
+    ----------
+    canonical : str
+        Canonical ROI name.
+
+    Returns
+    -------
+    str
+        One of ``atp.names.ROI_ROLES``.
+    """
     if canonical == BODY:
         return "external"
     if canonical.startswith("ptv_"):
@@ -174,6 +242,16 @@ def aliases_from_config(site_cfg: Mapping[str, Any] | None) -> dict[str, str]:
     """The explicit alias table of a site config: ``aliases: {alias: canonical}``.
 
     The inverse form ``aliases: {canonical: [alias, ...]}`` is accepted too.
+
+    Parameters
+    ----------
+    site_cfg : mapping, optional
+        Site configuration; None or empty gives an empty table.
+
+    Returns
+    -------
+    dict of str to str
+        Alias -> canonical name.
     """
     if not site_cfg:
         return {}

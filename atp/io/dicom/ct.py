@@ -56,6 +56,20 @@ def axis_alignment(iop: Sequence[float], *, source: str, field_name: str = "Imag
     """Check that ``iop`` is an axial, axis-aligned orientation and return its signs.
 
     Raises `CaseError` naming ``source`` for oblique, sagittal or coronal planes.
+
+    Parameters
+    ----------
+    iop : sequence of 6 float
+        ImageOrientationPatient: row then column direction cosines.
+    source : str
+        File named in errors.
+    field_name : str, optional
+        Field named in errors; default ``"ImageOrientationPatient"``.
+
+    Returns
+    -------
+    AxisAlignment
+        Signs of the row (x) and column (y) directions.
     """
     try:
         v = np.asarray([float(c) for c in iop], dtype=np.float64)
@@ -99,13 +113,37 @@ class CtVolume:
     info: dict[str, Any] = field(default_factory=dict)
 
     def geometry_dict(self) -> dict[str, Any]:
-        """JSON form of the original geometry (for `PatientCase.metadata`)."""
+        """JSON form of the original geometry (for `PatientCase.metadata`).
+
+        Returns
+        -------
+        dict
+            `Grid.to_dict` of the CT grid (mm, (z, y, x)) plus ``orientation`` (the IOP)
+            and ``patient_position``.
+        """
         return {**self.grid.to_dict(), "orientation": self.alignment.iop,
                 "patient_position": self.patient_position}
 
 
 def read_floats(ds: pydicom.Dataset, keyword: str, n: int, source: str) -> np.ndarray:
-    """``n`` finite numbers of element ``keyword``; `CaseError` naming ``source`` otherwise."""
+    """``n`` finite numbers of element ``keyword``; `CaseError` naming ``source`` otherwise.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Dataset to read from.
+    keyword : str
+        DICOM keyword, e.g. ``"PixelSpacing"``.
+    n : int
+        Expected number of values.
+    source : str
+        File named in errors.
+
+    Returns
+    -------
+    np.ndarray
+        The ``n`` values (float64), in the element's units.
+    """
     val = ds.get(keyword)
     if val is None:
         raise CaseError(source, keyword, "missing")
@@ -119,7 +157,20 @@ def read_floats(ds: pydicom.Dataset, keyword: str, n: int, source: str) -> np.nd
 
 
 def decode_pixels(ds: pydicom.Dataset, source: str) -> np.ndarray:
-    """The stored pixel values; `CaseError` when the transfer syntax cannot be decoded."""
+    """The stored pixel values; `CaseError` when the transfer syntax cannot be decoded.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Image dataset.
+    source : str
+        File named in errors.
+
+    Returns
+    -------
+    np.ndarray
+        Stored values (before rescale), (rows, columns) for a single-frame image.
+    """
     try:
         return ds.pixel_array
     except Exception as exc:  # pydicom raises several types for undecodable data
@@ -133,6 +184,19 @@ def read_ct_series(paths: Sequence[str | os.PathLike], *, source: str | None = N
 
     Slices are sorted by their position along the slice normal, checked for a common
     orientation and size, uniform spacing (a missing slice is refused) and gantry tilt.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        The series' slice files.
+    source : str, optional
+        Named in errors; default the folder of the first file.
+
+    Returns
+    -------
+    CtVolume
+        CT (HU, float32), (z, y, x) with indices increasing with world coordinates, and
+        its grid (mm) and DICOM identity.
     """
     paths = [Path(p) for p in paths]
     src = source or (str(paths[0].parent) if paths else "CT series")

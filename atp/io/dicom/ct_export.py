@@ -30,6 +30,21 @@ def export_ct_series(case: PatientCase, folder: str | os.PathLike, *,
 
     Returns the DICOM identity (study, Frame of Reference, series and slice UIDs) in the
     form of ``PatientCase.metadata["dicom"]``.
+
+    Parameters
+    ----------
+    case : PatientCase
+        A case that did not come from DICOM.
+    folder : str or os.PathLike
+        Output folder (``CT_0001.dcm``, ... in ascending z).
+    description : str, optional
+        SeriesDescription; default ``"atp CT"``.
+
+    Returns
+    -------
+    dict
+        ``study_uid``, ``frame_of_reference_uid``, ``ct_series_uid`` and
+        ``ct_slice_uids`` (in ascending z).
     """
     folder = Path(folder)
     _grid, _align, ident = case_geometry(case)
@@ -78,7 +93,20 @@ def export_ct_series(case: PatientCase, folder: str | os.PathLike, *,
 
 def with_dicom_identity(case: PatientCase, ident: dict[str, Any]) -> PatientCase:
     """A shallow copy of ``case`` whose ``metadata["dicom"]`` holds ``ident`` (so the
-    RTSTRUCT and RTDOSE writers reference the series written by `export_ct_series`)."""
+    RTSTRUCT and RTDOSE writers reference the series written by `export_ct_series`).
+
+    Parameters
+    ----------
+    case : PatientCase
+        Case to copy; it is not modified.
+    ident : dict
+        DICOM identity, as returned by `export_ct_series`; merged over any existing one.
+
+    Returns
+    -------
+    PatientCase
+        The copy, arrays shared with ``case``.
+    """
     meta = dict(case.metadata)
     meta["dicom"] = {**dict(meta.get("dicom") or {}), **ident}
     return dataclasses.replace(case, metadata=meta)

@@ -10,7 +10,20 @@ from atp.cases.case import CaseError
 
 
 def read_dicom(path: str | os.PathLike, *, modality: str) -> pydicom.Dataset:
-    """The dataset of ``path``; `CaseError` naming the file if unreadable or not ``modality``."""
+    """The dataset of ``path``; `CaseError` naming the file if unreadable or not ``modality``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        DICOM file.
+    modality : str
+        Expected Modality tag value (``CT``, ``RTSTRUCT``, ``RTDOSE``, ``RTPLAN``).
+
+    Returns
+    -------
+    pydicom.Dataset
+        The full dataset.
+    """
     src = str(path)
     try:
         ds = pydicom.dcmread(path)

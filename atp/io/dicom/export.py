@@ -54,6 +54,18 @@ def case_geometry(case: PatientCase) -> tuple[Grid, AxisAlignment, dict[str, Any
 
     For a case that did not come from DICOM: its own grid, the standard orientation and
     UIDs derived from the patient id.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case.
+
+    Returns
+    -------
+    tuple
+        ``(grid, alignment, ident)``: the CT `Grid` (mm, (z, y, x)), its `AxisAlignment`
+        and a copy of ``metadata["dicom"]`` with at least the study and Frame of
+        Reference UIDs.
     """
     d = dict(case.metadata.get("dicom") or {})
     g = d.get("ct_geometry")
@@ -143,18 +155,30 @@ def export_rtdose(dose_gy: np.ndarray, case: PatientCase, path: str | os.PathLik
                   rtplan_uid: str | None = None, rtstruct_uid: str | None = None) -> Path:
     """Write ``dose_gy`` (on the case grid) as an RTDOSE file, atomically.
 
+    The dose is stored as uint32 with ``DoseGridScaling = max / (2**32 - 1)``,
+    DoseUnits GY, DoseType PHYSICAL, DoseSummationType PLAN.
+
     Parameters
     ----------
     dose_gy : ndarray (z, y, x)
-        The dose on the case grid (an ATP plan, a prediction, the MNL plan ...).
+        The dose (Gy) on the case grid (an ATP plan, a prediction, the MNL plan ...),
+        finite and >= 0.
+    case : PatientCase
+        The case the dose belongs to (grid, DICOM identity).
+    path : str or os.PathLike
+        Destination file.
     on : {"ct", "case"}
         ``"ct"`` resamples (trilinear) onto the original CT geometry; ``"case"`` writes
         the case grid itself (smaller; viewers interpolate).
+    description : str, optional
+        SeriesDescription and DoseComment (cut to 64 characters); default ``"atp dose"``.
     rtplan_uid, rtstruct_uid : str, optional
         SOPInstanceUIDs to reference; None uses the ones recorded at import, "" omits.
 
-    The dose is stored as uint32 with ``DoseGridScaling = max / (2**32 - 1)``,
-    DoseUnits GY, DoseType PHYSICAL, DoseSummationType PLAN.
+    Returns
+    -------
+    Path
+        The written file.
     """
     dose = np.asarray(dose_gy, dtype=np.float64)
     src = str(path)
@@ -221,6 +245,21 @@ def mask_contours_mm(mask2d: np.ndarray, xs_mm: np.ndarray, ys_mm: np.ndarray
     The 0.5 iso-line of the zero-padded mask (marching squares, matplotlib's contour
     generator ``contourpy``): boundaries pass half-way between inside and outside pixel
     centres, so even-odd filling at the same pixel centres gives the mask back.
+
+    Parameters
+    ----------
+    mask2d : np.ndarray
+        Boolean mask of one slice, (y, x).
+    xs_mm : np.ndarray
+        World x (mm) of the pixel columns, (nx,), increasing.
+    ys_mm : np.ndarray
+        World y (mm) of the pixel rows, (ny,), increasing.
+
+    Returns
+    -------
+    list of np.ndarray
+        Polygons, each (n, 2) float64 world (x, y) in mm, n >= 3, not repeating the
+        first point.
     """
     import contourpy
 
@@ -251,6 +290,22 @@ def export_rtstruct(case: PatientCase, path: str | os.PathLike, *,
     the CT is at least as fine as the case grid. The structure set
     references the CT series, its slices and its Frame of Reference; ROI types follow
     the roles (target PTV, organ ORGAN, control CONTROL, external EXTERNAL).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case.
+    path : str or os.PathLike
+        Destination file.
+    roi_names : sequence of str, optional
+        ROIs to write; default all, in the case's order.
+    label : str, optional
+        StructureSetLabel (cut to 16 characters) and name; default ``"atp structures"``.
+
+    Returns
+    -------
+    Path
+        The written file.
     """
     names = list(case.rois) if roi_names is None else list(roi_names)
     for n in names:

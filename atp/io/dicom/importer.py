@@ -57,6 +57,14 @@ def import_patient(patient: DicomPatient | DicomSelection, *, site: str,
         ``reference_rx_gy`` (fallbacks when there is no RTPLAN).
     mask_method : {"nearest", "fraction"}
         Mask resampling (see `resample_mask`).
+    progress : bool, optional
+        Show a progress bar over the ROIs; default False.
+
+    Returns
+    -------
+    PatientCase
+        The validated case on the working grid: CT (HU), ROIs, prescriptions, the RTDOSE
+        dose (Gy) if any, and the original geometry and UIDs in ``metadata["dicom"]``.
     """
     from tqdm.auto import tqdm
 

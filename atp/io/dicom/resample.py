@@ -114,7 +114,20 @@ def _nearest_taps(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def nearest_indices(src_mm: np.ndarray, dst_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each ``dst_mm`` coordinate, the nearest ``src_mm`` index and whether it is inside
-    (within half a voxel of the source's outer centres)."""
+    (within half a voxel of the source's outer centres).
+
+    Parameters
+    ----------
+    src_mm : np.ndarray
+        Source voxel-centre coordinates (mm) along one axis, increasing.
+    dst_mm : np.ndarray
+        Destination coordinates (mm) along the same axis.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(index, inside)``: nearest source index (int) and a boolean, each (n_dst,).
+    """
     idx, _w, valid = _nearest_taps(np.asarray(src_mm, dtype=np.float64),
                                    np.asarray(dst_mm, dtype=np.float64))
     return idx[:, 0], valid
@@ -162,6 +175,22 @@ def resample_linear(values: np.ndarray, src: Grid | Sequence[np.ndarray],
     ``src`` and ``dst`` are grids or (z, y, x) coordinate arrays (strictly increasing,
     not necessarily uniform). Points up to half a voxel beyond the outer source centres
     take the edge value; points further out get ``fill``. Returns float32.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        Values on ``src``, (z, y, x).
+    src : Grid or sequence of 3 np.ndarray
+        Source grid, or its z, y, x voxel-centre coordinates (mm).
+    dst : Grid or sequence of 3 np.ndarray
+        Destination grid, or its z, y, x voxel-centre coordinates (mm).
+    fill : float, optional
+        Value outside the source (same unit as ``values``); default 0.
+
+    Returns
+    -------
+    np.ndarray
+        Interpolated values (float32) on ``dst``, (z, y, x).
     """
     s_axes, d_axes = _axes(src), _axes(dst)
     values = np.asarray(values)
@@ -177,7 +206,20 @@ def resample_linear(values: np.ndarray, src: Grid | Sequence[np.ndarray],
 
 
 def inside_mask(src: Grid | Sequence[np.ndarray], dst: Grid | Sequence[np.ndarray]) -> np.ndarray:
-    """Boolean (z, y, x) mask of the ``dst`` voxels whose centres lie inside ``src``."""
+    """Boolean (z, y, x) mask of the ``dst`` voxels whose centres lie inside ``src``.
+
+    Parameters
+    ----------
+    src : Grid or sequence of 3 np.ndarray
+        Source grid, or its z, y, x voxel-centre coordinates (mm).
+    dst : Grid or sequence of 3 np.ndarray
+        Destination grid, or its z, y, x voxel-centre coordinates (mm).
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask on ``dst``, (z, y, x).
+    """
     s_axes, d_axes = _axes(src), _axes(dst)
     v = [_inside(s, d) for s, d in zip(s_axes, d_axes, strict=True)]
     return v[0][:, None, None] & v[1][None, :, None] & v[2][None, None, :]
@@ -191,6 +233,22 @@ def resample_mask(mask: np.ndarray, src: Grid | Sequence[np.ndarray],
     ``"fraction"`` keeps destination voxels at least half covered by the mask (partial
     volume by box overlap), which preserves volumes better when downsampling. Only the
     mask's bounding box is processed.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        Boolean mask on ``src``, (z, y, x).
+    src : Grid or sequence of 3 np.ndarray
+        Source grid, or its z, y, x voxel-centre coordinates (mm).
+    dst : Grid or sequence of 3 np.ndarray
+        Destination grid, or its z, y, x voxel-centre coordinates (mm).
+    method : {"nearest", "fraction"}, optional
+        Resampling rule; default ``"nearest"``.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask on ``dst``, (z, y, x).
     """
     if method not in ("nearest", "fraction"):
         raise ValueError(f"method must be 'nearest' or 'fraction', got {method!r}")

@@ -40,6 +40,17 @@ def read_rtdose(path: str | os.PathLike) -> DoseVolume:
 
     Raises `CaseError` naming the file and the field for relative doses, missing
     geometry, oblique grids or a frame count that does not match the offsets.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        RTDOSE file.
+
+    Returns
+    -------
+    DoseVolume
+        Dose (Gy, float32), (z, y, x) flipped to increasing world coordinates, with its
+        axes (mm) and UIDs.
     """
     path = Path(path)
     src = str(path)
@@ -124,6 +135,19 @@ def dose_on_grid(volumes: Sequence[DoseVolume], dst_axes: Axes) -> tuple[np.ndar
 
     Returns (dose in Gy float32, boolean mask of the voxels covered by every grid);
     voxels outside a dose grid get 0 Gy from it.
+
+    Parameters
+    ----------
+    volumes : sequence of DoseVolume
+        Doses to sum (e.g. one per beam).
+    dst_axes : tuple of 3 np.ndarray
+        Voxel-centre coordinates (mm) of the destination along z, y, x.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(dose_gy, covered)``: summed dose (Gy, float32) and the boolean mask of voxels
+        inside every dose grid, each (z, y, x) on ``dst_axes``.
     """
     total = np.zeros(tuple(a.size for a in dst_axes), dtype=np.float64)
     covered = np.ones(total.shape, dtype=bool)

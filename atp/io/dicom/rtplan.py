@@ -138,7 +138,21 @@ def _control_points(beam: pydicom.Dataset, cps, where: str) -> dict[str, Any]:
 
 def read_rtplan(path: str | os.PathLike, *,
                 arc_spacing_deg: float = DEFAULT_ARC_SPACING_DEG) -> PlanInfo:
-    """Read beams, fractions and target doses of a photon RTPLAN file."""
+    """Read beams, fractions and target doses of a photon RTPLAN file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        RTPLAN file.
+    arc_spacing_deg : float, optional
+        Gantry step (degrees) at which arcs are sampled into static directions.
+
+    Returns
+    -------
+    PlanInfo
+        Fractions, target doses (Gy), beams (isocentre in (z, y, x) mm), fields with their
+        control points, technique and notes.
+    """
     path = Path(path)
     src = str(path)
     ds = read_dicom(path, modality="RTPLAN")

@@ -138,18 +138,22 @@ def export_rtplan(plan, case: PatientCase, path: str | os.PathLike, *, rtstruct_
     Parameters
     ----------
     plan : DeliverablePlan
+        The sequenced plan (beams, control points, MU).
     case : PatientCase
         Identity, Frame of Reference and prescriptions.
     path : path
+        Destination file.
     rtstruct_uid : str
         SOPInstanceUID of the structure set to reference ("" omits the reference).
     roi_numbers : dict, optional
         ROI name -> ROINumber in that structure set (for the dose references).
     label : str
+        RTPlanLabel (cut to 16 characters) and RTPlanName (64).
 
     Returns
     -------
     Path
+        The written file.
     """
     _grid, _align, ident = case_geometry(case)
     ds = _base_dataset(case, ident, sop_class=RTPLAN_STORAGE, modality="RTPLAN",
@@ -207,7 +211,20 @@ def export_rtplan(plan, case: PatientCase, path: str | os.PathLike, *, rtstruct_
 
 
 def plan_violations(plan, report=None) -> list[str]:
-    """Why a plan may not be exported: broken priority-1 goals and machine limits."""
+    """Why a plan may not be exported: broken priority-1 goals and machine limits.
+
+    Parameters
+    ----------
+    plan : DeliverablePlan
+        The sequenced plan; its ``violations()`` give the machine-limit problems.
+    report : list of GoalOutcome, optional
+        The plan's goal report; None checks machine limits only.
+
+    Returns
+    -------
+    list of str
+        One message per violation; empty when the plan may be exported.
+    """
     out = [f"priority-1 goal not met: {o.label} (achieved {o.achieved:.2f} {o.unit})"
            for o in (report or []) if o.priority == 1 and not o.met]
     return out + plan.violations()
@@ -223,14 +240,17 @@ def export_plan_set(out_dir: str | os.PathLike, case: PatientCase, plan, dose_gy
     out_dir : path
         The folder to create (replaced if it exists) holding the set.
     case : PatientCase
+        The case (identity, geometry, ROIs).
     plan : DeliverablePlan
+        The sequenced plan.
     dose_gy : ndarray
-        The deliverable dose on the case grid.
+        The deliverable dose (Gy) on the case grid, (z, y, x).
     report : list of GoalOutcome, optional
         The deliverable plan's goal report: a broken priority-1 goal refuses the export.
     force : bool
         Export despite violations (they are logged).
     label : str
+        RTPLAN label; also starts the RTDOSE description.
     roi_names : sequence of str, optional
         ROIs of the structure set (default: all the case's).
 
@@ -288,7 +308,20 @@ def export_plan_set(out_dir: str | os.PathLike, case: PatientCase, plan, dose_gy
 def read_plan_sequences(path: str | os.PathLike) -> list[dict]:
     """The control points of an RTPLAN (`atp.io.dicom.read_rtplan`) as arrays per beam:
     ``name``, ``gantry_deg``, ``cum_mu`` (per fraction), ``leaves_mm`` (n_cp, 2, n_pairs),
-    ``jaws_mm`` (n_cp, 4), ``leaf_boundaries_mm``, ``mu``."""
+    ``jaws_mm`` (n_cp, 4), ``leaf_boundaries_mm``, ``mu``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        RTPLAN file.
+
+    Returns
+    -------
+    list of dict
+        One dict per beam: ``name``, ``gantry_deg`` (degrees, per control point),
+        ``cum_mu`` (MU per fraction), ``leaves_mm`` and ``jaws_mm`` (mm), ``mu`` (MU per
+        fraction), ``arc`` and ``direction``.
+    """
     from atp.io.dicom.rtplan import read_rtplan
 
     out = []

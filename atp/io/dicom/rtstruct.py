@@ -56,7 +56,18 @@ class StructureSet:
 
 
 def referenced_uids(ds: pydicom.Dataset) -> tuple[list[str], list[str]]:
-    """(frame of reference UIDs, CT series UIDs) that an RTSTRUCT dataset references."""
+    """(frame of reference UIDs, CT series UIDs) that an RTSTRUCT dataset references.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        RTSTRUCT dataset.
+
+    Returns
+    -------
+    tuple of 2 list of str
+        ``(frame_of_reference_uids, series_uids)``, in file order.
+    """
     frames, series = [], []
     for fr in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
         if "FrameOfReferenceUID" in fr:
@@ -85,7 +96,18 @@ def _contour_data(item: pydicom.Dataset, where: str) -> np.ndarray | None:
 
 
 def read_rtstruct(path: str | os.PathLike) -> StructureSet:
-    """Read every ROI (name, number, interpreted type, contours) of an RTSTRUCT file."""
+    """Read every ROI (name, number, interpreted type, contours) of an RTSTRUCT file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        RTSTRUCT file.
+
+    Returns
+    -------
+    StructureSet
+        ROIs sorted by ROINumber, contours as (n, 3) world (x, y, z) mm; referenced UIDs.
+    """
     path = Path(path)
     src = str(path)
     ds = read_dicom(path, modality="RTSTRUCT")
@@ -130,6 +152,19 @@ def fill_polygons_evenodd(polygons: Sequence[np.ndarray], shape: tuple[int, int]
     is implied. A pixel is inside when a ray from its centre towards -column crosses the
     polygons' edges an odd number of times (edges are half-open in the row direction, so
     vertices on a row are counted once).
+
+    Parameters
+    ----------
+    polygons : sequence of np.ndarray
+        Polygons, each (n, 2) (column, row) continuous indices; fewer than 3 vertices
+        are ignored.
+    shape : tuple of 2 int
+        Pixel grid (rows, columns).
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask of shape ``shape``.
     """
     ny, nx = int(shape[0]), int(shape[1])
     rows_all, cols_all = [], []
@@ -168,6 +203,21 @@ def rasterize_roi(roi: RoiContours, grid: Grid, *, source: str = "RTSTRUCT"
 
     Each contour goes to the slice nearest its z; contours further than half a slice
     from every slice are dropped and counted. Returns (mask, counts).
+
+    Parameters
+    ----------
+    roi : RoiContours
+        The ROI's contours (world (x, y, z) mm).
+    grid : Grid
+        Target grid, axis-aligned with increasing indices (a CT grid).
+    source : str, optional
+        Named in warnings; default ``"RTSTRUCT"``.
+
+    Returns
+    -------
+    tuple
+        ``(mask, counts)``: boolean mask on ``grid`` (z, y, x) and the number of
+        ``contours``, ``on_grid``, ``off_grid``, ``not_axial`` and ``skipped_type``.
     """
     oz, oy, ox = grid.origin_mm
     dz, dy, dx = grid.spacing_mm

@@ -103,6 +103,18 @@ def scan_dicom_folder(root: str | os.PathLike, *, progress: bool = False) -> lis
 
     Files that are not DICOM, and modalities other than CT and RT objects, are counted
     and ignored.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder tree to scan (any layout).
+    progress : bool, optional
+        Show a progress bar over the files; default False.
+
+    Returns
+    -------
+    list of DicomPatient
+        One per PatientID (``"UNKNOWN"`` when empty), sorted by PatientID.
     """
     from tqdm.auto import tqdm
 
@@ -160,6 +172,16 @@ def select_patient_files(patient: DicomPatient) -> DicomSelection:
     RTSTRUCTs whose CT is not in the folder are skipped with a note. With several
     candidates, the one that a plan (and a dose) refer to wins, then the newest.
     Raises `CaseError` when no RTSTRUCT references a CT series of the patient.
+
+    Parameters
+    ----------
+    patient : DicomPatient
+        A patient from `scan_dicom_folder`.
+
+    Returns
+    -------
+    DicomSelection
+        The chosen CT series, RTSTRUCT, RTPLAN (or None), RTDOSE files and notes.
     """
     src = f"patient {patient.patient_id}"
     notes: list[str] = []
