@@ -40,7 +40,13 @@ class DeliverySettings:
     jaw_matrix: bool = True
 
     def identity(self) -> dict:
-        """What a deliverable plan depends on, JSON-able (machine facts and settings)."""
+        """What a deliverable plan depends on, JSON-able (machine facts and settings).
+
+        Returns
+        -------
+        dict
+            ``machine``, ``sequencer`` (their ``to_dict``) and ``jaw_matrix``.
+        """
         return {"machine": self.machine.to_dict(), "sequencer": self.sequencer.to_dict(),
                 "jaw_matrix": self.jaw_matrix}
 
@@ -66,7 +72,13 @@ class DeliveredPlan:
     cached: bool = False
 
     def figures(self) -> dict:
-        """The sequencing figures with the wall time and whether it came from the cache."""
+        """The sequencing figures with the wall time and whether it came from the cache.
+
+        Returns
+        -------
+        dict
+            ``summary`` plus ``wall_s`` (s) and ``cached``.
+        """
         return {**self.summary, "wall_s": self.wall_s, "cached": self.cached}
 
 
@@ -118,7 +130,26 @@ def cached_delivery(path, key: str, case, influence, result, delivery: DeliveryS
                     **kw) -> DeliveredPlan:
     """`deliver_plan`, its dose, MU and figures kept in ``path`` (an ``.npz``) under
     ``key``: a plan that does not change between the jobs of a sweep (the protocol
-    re-plan) is sequenced once. A missing, unreadable or stale file is recomputed."""
+    re-plan) is sequenced once. A missing, unreadable or stale file is recomputed.
+
+    Parameters
+    ----------
+    path : str or Path
+        The cache file (``.npz``), written atomically after a fresh sequencing.
+    key : str
+        What the cached result depends on; a file with another key is stale.
+    case, influence, result : PatientCase, DoseInfluence, PlanResult
+        As in `deliver_plan`.
+    delivery : DeliverySettings
+        The machine and sequencer settings.
+    **kw
+        Passed to `deliver_plan` (``engine``, ``plan_settings``, ``cache_dir``).
+
+    Returns
+    -------
+    DeliveredPlan
+        With ``cached=True`` and ``wall_s`` 0 when read from ``path``.
+    """
     import json
     from pathlib import Path
 

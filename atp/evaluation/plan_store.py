@@ -103,7 +103,18 @@ def save_case_plans(path: str | os.PathLike, *, case: PatientCase,
 
 
 def load_case_plans(path: str | os.PathLike) -> CasePlans:
-    """Read and validate a file of `save_case_plans`; `CaseError` names file and field."""
+    """Read and validate a file of `save_case_plans`; `CaseError` names file and field.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The plans file (``.npz``).
+
+    Returns
+    -------
+    CasePlans
+        The case, its plan doses (Gy, (z, y, x)) by label, the comparator label and meta.
+    """
     path = Path(path)
     src = str(path)
     data = read_archive(path)

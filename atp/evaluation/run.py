@@ -229,6 +229,13 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
 def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
     """The OpenKBP challenge's scores of a prediction against the case's own dose.
 
+    Parameters
+    ----------
+    case : PatientCase
+        The patient with its own dose (Gy) and scoring mask.
+    predicted_gy : np.ndarray
+        Predicted dose (Gy) on the case grid, (z, y, x).
+
     Returns
     -------
     dict
@@ -245,7 +252,15 @@ def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
 
 
 def record_workflow(log, ev: CaseEvaluation) -> None:
-    """Add the planning steps of one evaluated case to a `WorkflowLog` (one cold round)."""
+    """Add the planning steps of one evaluated case to a `WorkflowLog` (one cold round).
+
+    Parameters
+    ----------
+    log : WorkflowLog
+        The log to add to.
+    ev : CaseEvaluation
+        The evaluated case; its ``timing_s`` (s) gives the step times.
+    """
     pid, t = ev.case.patient_id, ev.timing_s
     log.record(pid, "prediction", t["prediction_s"])
     log.record(pid, "beams_and_matrix", t["influence_s"])
