@@ -74,11 +74,15 @@ def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings
 
     Parameters
     ----------
-    influence_key : the influence matrix's cache key (`atp.dose.influence_cache_key`)
-    goals : the goal list (site list plus institution overlay)
-    settings : the planner settings
-    extra : more of what a cached result depends on (JSON-able; the machine and sequencer
-        of a deliverable re-plan)
+    influence_key : str
+        The influence matrix's cache key (`atp.dose.influence_cache_key`).
+    goals : GoalList
+        The goal list (site list plus institution overlay).
+    settings : PlanSettings
+        The planner settings.
+    extra : dict, optional
+        More of what a cached result depends on (JSON-able; the machine and sequencer
+        of a deliverable re-plan); None adds nothing.
 
     Returns
     -------
@@ -98,12 +102,20 @@ def protocol_replan(case: PatientCase, influence: DoseInfluence, goals: GoalList
 
     Parameters
     ----------
-    case, influence : the patient and the beams' influence matrix
-    goals : the goal list; its protocol values are used (no prediction)
-    settings : planner settings
-    cache_dir : where re-plan fluences are cached; None plans every time
-    influence_key : the influence matrix's cache key; required with ``cache_dir``
-    label : the comparator's name in reports
+    case : PatientCase
+        The patient.
+    influence : DoseInfluence
+        The beams' influence matrix.
+    goals : GoalList
+        The goal list; its protocol values are used (no prediction).
+    settings : PlanSettings
+        Planner settings.
+    cache_dir : str or Path, optional
+        Where re-plan fluences are cached; None plans every time.
+    influence_key : str, optional
+        The influence matrix's cache key; required with ``cache_dir``.
+    label : str, optional
+        The comparator's name in reports; default ``"MNL-replan"``.
 
     Returns
     -------
@@ -251,10 +263,14 @@ def engine_gap(case: PatientCase, influence: DoseInfluence, dose_gy: np.ndarray,
 
     Parameters
     ----------
-    case : the patient (its grid is the influence matrix's)
-    influence : atp's influence matrix of the beams
-    dose_gy : the dose to mimic, on the case grid
-    max_iter : L-BFGS-B iterations
+    case : PatientCase
+        The patient (its grid is the influence matrix's).
+    influence : DoseInfluence
+        atp's influence matrix of the beams.
+    dose_gy : np.ndarray
+        The dose to mimic (Gy) on the case grid, (z, y, x).
+    max_iter : int, optional
+        L-BFGS-B iterations; default 300.
 
     Returns
     -------

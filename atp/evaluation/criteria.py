@@ -46,9 +46,13 @@ def criteria_sets(config: Mapping | None, *, site_cfg: Mapping,
 
     Parameters
     ----------
-    config : mapping of set name -> ``{source, sites (optional), criteria}``; the entry
-        ``protocol`` takes the site's goal list with the institution overlay
-    site_cfg, institution : the site facts and the institution overlay
+    config : mapping or None
+        Set name -> ``{source, sites (optional), criteria}``; the entry ``protocol``
+        takes the site's goal list with the institution overlay. None: no sets.
+    site_cfg : mapping
+        The site facts (``name``, goal list).
+    institution : mapping, optional
+        The institution overlay.
 
     Returns
     -------

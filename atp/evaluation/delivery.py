@@ -97,9 +97,14 @@ def deliver_plan(case, influence, result, delivery: DeliverySettings, *, engine=
 
     Parameters
     ----------
-    case, influence, result : the patient, the plan's influence matrix and its
-        `atp.planning.PlanResult`
+    case : PatientCase
+        The patient.
+    influence : DoseInfluence
+        The plan's influence matrix.
+    result : PlanResult
+        The optimized plan (`atp.planning.PlanResult`).
     delivery : DeliverySettings
+        The machine and sequencer settings.
     engine : DoseEngine, optional
         For the jaw-rectangle matrix (``delivery.jaw_matrix``); None uses the plan's own.
     plan_settings : PlanSettings, optional
@@ -186,10 +191,17 @@ def goal_value_rows(case_id: str, plan_label: str, optimized_report, deliverable
 
     Parameters
     ----------
-    case_id, plan_label : the case and the plan's label
-    optimized_report, deliverable_report : goal reports of the same resolved goals (the
-        deliverable one None for a plan that was not sequenced: empty deliverable columns)
-    **extra : columns added to every row (site, institution)
+    case_id : str
+        Patient id.
+    plan_label : str
+        The plan's label.
+    optimized_report : list of GoalOutcome
+        Goal report of the optimized fluence plan.
+    deliverable_report : list of GoalOutcome or None
+        Goal report of the same resolved goals on the deliverable dose; None for a plan
+        that was not sequenced (empty deliverable columns).
+    **extra
+        Columns added to every row (site, institution).
 
     Returns
     -------
@@ -215,11 +227,14 @@ def delivery_summary(goal_rows: list[dict]) -> list[dict]:
 
     Parameters
     ----------
-    goal_rows : rows of `goal_value_rows`
+    goal_rows : list of dict
+        Rows of `goal_value_rows` (deliverable values present).
 
     Returns
     -------
-    list of dict, one per plan label
+    list of dict
+        One per plan label: ``cases, goals``, goals met before and after sequencing
+        (all and P1), ``lost`` and ``gained``.
     """
     out = []
     for label in dict.fromkeys(r["plan"] for r in goal_rows):

@@ -334,13 +334,18 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
 
     Parameters
     ----------
-    out_dir : the run folder; ``tables/``, ``figures/``, ``plans/`` (each case with its
-        doses, `atp.evaluation.plan_store`) and ``report.html`` go there
-    results : the evaluated cases; when their comparators differ (a clinical evaluation
-        where some cases had no dose) they are compared under one label, ``MIXED``
-    site, institution : names for titles and the summary
-    n_figures : per-case figures for the first N cases
-    items : the report's tables and figures (default `ITEMS`)
+    out_dir : str or Path
+        The run folder; ``tables/``, ``figures/``, ``plans/`` (each case with its doses,
+        `atp.evaluation.plan_store`) and ``report.html`` go there.
+    results : sequence of CaseEvaluation
+        The evaluated cases; when their comparators differ (a clinical evaluation where
+        some cases had no dose) they are compared under one label, ``MIXED``.
+    site, institution : str
+        Names for titles and the summary.
+    n_figures : int, optional
+        Per-case figures for the first N cases; default 4.
+    items : sequence of ReportItem, optional
+        The report's tables and figures (default `ITEMS`).
 
     Returns
     -------

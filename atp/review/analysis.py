@@ -144,11 +144,16 @@ def analyze_review(key_path: str | os.PathLike, answers_dir: str | os.PathLike,
 
     Parameters
     ----------
-    key_path : ``key/key.json`` of the prepared review (``endpoints.csv`` beside it).
-    answers_dir : folder of answer files (``.json`` / ``.csv``), one per reviewer.
-    out_dir : where the analysis goes (replaced as a whole).
-    evaluation_reports : evaluation ``report.html`` files to add the review section to.
-    keyword_top : keyword rows shown in the report.
+    key_path : str or os.PathLike
+        ``key/key.json`` of the prepared review (``endpoints.csv`` beside it).
+    answers_dir : str or os.PathLike
+        Folder of answer files (``.json`` / ``.csv``), one per reviewer.
+    out_dir : str or os.PathLike
+        Where the analysis goes (replaced as a whole).
+    evaluation_reports : sequence of Path, optional
+        Evaluation ``report.html`` files to add the review section to.
+    keyword_top : int, optional
+        Keyword rows shown in the report; default 30.
 
     Returns
     -------

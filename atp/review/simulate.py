@@ -73,12 +73,18 @@ def simulate_answers(key: Mapping, *, seed: int = 0, atp_acceptable: float = 0.8
 
     Parameters
     ----------
-    key : the answer key of `prepare_review` (truth: which plan is ATP).
-    seed : seed of the simulation (independent of the review's seed).
-    atp_acceptable, comparator_acceptable, atp_preferred : per-case truth probabilities.
-    recognition : probability that a reviewer names the ATP plan as AI-generated.
-    noise : probability that an answer is drawn at random from its three options.
-    comment_rate : probability of a (canned) comment per answer.
+    key : mapping
+        The answer key of `prepare_review` (truth: which plan is ATP).
+    seed : int, optional
+        Seed of the simulation (independent of the review's seed).
+    atp_acceptable, comparator_acceptable, atp_preferred : float, optional
+        Per-case truth probabilities.
+    recognition : float, optional
+        Probability that a reviewer names the ATP plan as AI-generated.
+    noise : float, optional
+        Probability that an answer is drawn at random from its three options.
+    comment_rate : float, optional
+        Probability of a (canned) comment per answer.
 
     Returns
     -------
