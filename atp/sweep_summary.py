@@ -56,13 +56,35 @@ def _cell(key: str, text: str):
 
 
 def read_table(path: str | Path) -> list[dict]:
-    """Rows of a CSV written by `write_table`, with booleans and numbers parsed."""
+    """Rows of a CSV written by `write_table`, with booleans and numbers parsed.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    list of dict
+        One dict per row; text columns (case, site, plan, ...) and empty cells stay str.
+    """
     with open(path, newline="") as fh:
         return [{k: _cell(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def job_folders(sweep_dir: str | Path) -> list[Path]:
-    """Job folders of a sweep (those with a ``.hydra`` folder), in job order."""
+    """Job folders of a sweep (those with a ``.hydra`` folder), in job order.
+
+    Parameters
+    ----------
+    sweep_dir : str or Path
+        The multirun's sweep folder.
+
+    Returns
+    -------
+    list of Path
+        Sorted by Hydra job number (unreadable ones last), then name; ``summary/`` left out.
+    """
     root = Path(sweep_dir)
     jobs = [p for p in root.iterdir() if p.is_dir() and (p / ".hydra").is_dir()
             and p.name != SUMMARY_DIR]
@@ -100,7 +122,19 @@ def _labels(jobs: Sequence[dict]) -> None:
 
 
 def summarize_sweep(sweep_dir: str | Path) -> dict:
-    """Write ``<sweep_dir>/summary/`` and return ``{"dir", "jobs", "kind"}``."""
+    """Write ``<sweep_dir>/summary/`` and return ``{"dir", "jobs", "kind"}``.
+
+    Parameters
+    ----------
+    sweep_dir : str or Path
+        The multirun's sweep folder.
+
+    Returns
+    -------
+    dict
+        ``dir`` (the summary folder), ``jobs`` (one record per job folder) and ``kind``
+        (``"evaluation"``, ``"training"``, ``"planning"`` or ``"none"``).
+    """
     root = Path(sweep_dir)
     out = root / SUMMARY_DIR
     jobs = [_job_record(p) for p in job_folders(root)]
@@ -128,6 +162,20 @@ def summarize_workflow_logs(root: Path, jobs: Sequence[dict], out: Path) -> dict
     Rows get their job's label (the folder's first part under ``root`` when it is a job);
     groups are (site, institution), or the job labels when those repeat. Returns a report
     section, or None when the sweep has no log.
+
+    Parameters
+    ----------
+    root : Path
+        The sweep folder, searched recursively (``summary/`` left out).
+    jobs : sequence of dict
+        Job records (``dir``, ``job``, optional ``label``).
+    out : Path
+        The summary folder written to.
+
+    Returns
+    -------
+    dict or None
+        A `write_html_report` section (heading, figures, tables), or None.
     """
     from atp.evaluation.workflow import find_workflow_logs, read_workflow, summarize_workflow
     from atp.viz import plot_workflow

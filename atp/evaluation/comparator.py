@@ -74,11 +74,15 @@ def replan_cache_key(influence_key: str, goals: GoalList, settings: PlanSettings
 
     Parameters
     ----------
-    influence_key : the influence matrix's cache key (`atp.dose.influence_cache_key`)
-    goals : the goal list (site list plus institution overlay)
-    settings : the planner settings
-    extra : more of what a cached result depends on (JSON-able; the machine and sequencer
-        of a deliverable re-plan)
+    influence_key : str
+        The influence matrix's cache key (`atp.dose.influence_cache_key`).
+    goals : GoalList
+        The goal list (site list plus institution overlay).
+    settings : PlanSettings
+        The planner settings.
+    extra : dict, optional
+        More of what a cached result depends on (JSON-able; the machine and sequencer
+        of a deliverable re-plan); None adds nothing.
 
     Returns
     -------
@@ -98,12 +102,20 @@ def protocol_replan(case: PatientCase, influence: DoseInfluence, goals: GoalList
 
     Parameters
     ----------
-    case, influence : the patient and the beams' influence matrix
-    goals : the goal list; its protocol values are used (no prediction)
-    settings : planner settings
-    cache_dir : where re-plan fluences are cached; None plans every time
-    influence_key : the influence matrix's cache key; required with ``cache_dir``
-    label : the comparator's name in reports
+    case : PatientCase
+        The patient.
+    influence : DoseInfluence
+        The beams' influence matrix.
+    goals : GoalList
+        The goal list; its protocol values are used (no prediction).
+    settings : PlanSettings
+        Planner settings.
+    cache_dir : str or Path, optional
+        Where re-plan fluences are cached; None plans every time.
+    influence_key : str, optional
+        The influence matrix's cache key; required with ``cache_dir``.
+    label : str, optional
+        The comparator's name in reports; default ``"MNL-replan"``.
 
     Returns
     -------
@@ -131,7 +143,18 @@ def protocol_replan(case: PatientCase, influence: DoseInfluence, goals: GoalList
 
 
 def engine_label(influence: DoseInfluence) -> str:
-    """How reports name the engine of an influence matrix (name and version)."""
+    """How reports name the engine of an influence matrix (name and version).
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The influence matrix; its ``engine`` dict gives name and version.
+
+    Returns
+    -------
+    str
+        ``"atp <name> <version>"``.
+    """
     eng = influence.engine or {}
     return f"atp {eng.get('name', 'engine')} {eng.get('version', '')}".strip()
 
@@ -161,7 +184,18 @@ def _load(path: Path, case: PatientCase, influence: DoseInfluence, goals: GoalLi
 
 
 def dose_origin(case: PatientCase) -> str:
-    """Which engine (or system) made the dose that came with ``case``."""
+    """Which engine (or system) made the dose that came with ``case``.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The patient; read from ``case.metadata`` (``source``, ``reference_plan``).
+
+    Returns
+    -------
+    str
+        A readable origin; ``"unknown (the case's own dose)"`` when not recorded.
+    """
     source = case.metadata.get("source")
     if source == "openkbp":
         return "CERR influence matrices (OpenKBP reference plan)"
@@ -175,7 +209,18 @@ def dose_origin(case: PatientCase) -> str:
 def clinical_mu(case: PatientCase) -> float | None:
     """Total MU of the case's own plan over all fractions, when known: an imported
     RTPLAN's beam metersets (`atp.io.dicom.importer`), or a synthetic reference plan that
-    was sequenced on a machine (`atp.synth.reference`)."""
+    was sequenced on a machine (`atp.synth.reference`).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The patient; read from ``case.metadata`` (``dicom.plan`` or ``reference_plan``).
+
+    Returns
+    -------
+    float or None
+        MU per fraction times the number of fractions (MU); None when unknown.
+    """
     plan_info = (case.metadata.get("dicom") or {}).get("plan") or {}
     mu = plan_info.get("mu_per_fraction")
     if mu is None:
@@ -187,7 +232,20 @@ def clinical_mu(case: PatientCase) -> float | None:
 
 
 def clinical_plan(case: PatientCase, *, label: str = CLINICAL) -> ComparatorPlan:
-    """The case's own dose as the comparator (``case.dose_gy`` must exist)."""
+    """The case's own dose as the comparator (``case.dose_gy`` must exist).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The patient with its own dose (Gy); ValueError without one.
+    label : str, optional
+        The comparator's name in reports; default ``"clinical"``.
+
+    Returns
+    -------
+    ComparatorPlan
+        The case's dose (float32, (z, y, x)), its origin as engine and its MU if known.
+    """
     if case.dose_gy is None:
         raise ValueError(f"patient {case.patient_id}: no dose to compare with")
     return ComparatorPlan(label, np.asarray(case.dose_gy, dtype=np.float32),
@@ -205,10 +263,14 @@ def engine_gap(case: PatientCase, influence: DoseInfluence, dose_gy: np.ndarray,
 
     Parameters
     ----------
-    case : the patient (its grid is the influence matrix's)
-    influence : atp's influence matrix of the beams
-    dose_gy : the dose to mimic, on the case grid
-    max_iter : L-BFGS-B iterations
+    case : PatientCase
+        The patient (its grid is the influence matrix's).
+    influence : DoseInfluence
+        atp's influence matrix of the beams.
+    dose_gy : np.ndarray
+        The dose to mimic (Gy) on the case grid, (z, y, x).
+    max_iter : int, optional
+        L-BFGS-B iterations; default 300.
 
     Returns
     -------

@@ -175,6 +175,24 @@ def compare_plans(rows: Iterable[Mapping], *, new: str = "ATP", reference: str =
     ``group_by`` names a column of ``rows`` (e.g. the preferred plan of a blinded
     review, see `attach_groups`) that splits every (site, institution) into groups,
     each with its own statistics and m; rows without a value are left out.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Endpoint rows, one per (case, plan, metric) (see the module docstring).
+    new, reference : str, optional
+        Plan labels of the new and the reference plan; default ``"ATP"``, ``"MNL"``.
+    alpha : float, optional
+        Significance level for ``flag`` after the Bonferroni correction; default 0.05.
+    pooled : bool, optional
+        Also give each site an institution ``"all"`` group pooling its institutions.
+    group_by : str, optional
+        Row column that splits each (site, institution) into groups; None: no split.
+
+    Returns
+    -------
+    list of dict
+        One row per (site, institution[, group], metric) with at least one pair.
     """
     values, meta = _index(rows, pooled=pooled, group_by=group_by)
     out: list[dict] = []
@@ -211,6 +229,25 @@ def compare_to_prediction(rows: Iterable[Mapping], *, plan: str = "ATP",
     ``p_bonferroni``, ``m_tests``, ``family`` as in `compare_plans` (the endpoint family
     is the site's listed organ endpoints). ``flag``: ``"higher"``/``"lower"`` than the
     prediction when ``p_bonferroni < alpha``, else ``"n.s."``.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Endpoint rows, one per (case, plan, metric); only organ rows are used.
+    plan, prediction : str, optional
+        Plan labels of the plan and of the predicted dose; default ``"ATP"``,
+        ``"prediction"``.
+    alpha : float, optional
+        Significance level for ``flag`` after the Bonferroni correction; default 0.05.
+    pooled : bool, optional
+        Also give each site an institution ``"all"`` group pooling its institutions.
+    group_by : str, optional
+        Row column that splits each (site, institution) into groups; None: no split.
+
+    Returns
+    -------
+    list of dict
+        One row per (site, institution[, group], metric) with at least one usable case.
     """
     organ = [r for r in rows if r.get("kind") == "organ" and r["plan"] in (plan, prediction)]
     values, meta = _index(organ, pooled=pooled, group_by=group_by)
@@ -243,6 +280,21 @@ def goal_pass_rates(goal_rows: Iterable[Mapping], *, pooled: bool = True,
     ``criteria_pass_rate`` the mean over cases of ``goals_met / goals_total`` (cases
     without goals are left out of that mean). Both are fractions in [0, 1].
     ``group_by`` splits the rows by a grouping column as in `compare_plans`.
+
+    Parameters
+    ----------
+    goal_rows : iterable of mapping
+        One row per (case, plan) with ``site, institution, plan, p1_met, goals_met,
+        goals_total``.
+    pooled : bool, optional
+        Also give each site an institution ``"all"`` group pooling its institutions.
+    group_by : str, optional
+        Row column that splits the groups further; None: no split.
+
+    Returns
+    -------
+    list of dict
+        ``site, institution, [group_by,] plan, cases, p1_pass_rate, criteria_pass_rate``.
     """
     acc: dict[tuple[str, str, str, str], dict[str, list]] = {}
     for r in goal_rows:
@@ -282,6 +334,20 @@ def preference_proxy(rows: Iterable[Mapping], *, new: str = "ATP", reference: st
     institution), the share of cases where ``new`` wins the majority. All metrics
     weigh the same, which no clinician would do: read it as a summary of the
     endpoint table, not as a judgement of plan quality.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Endpoint rows, one per (case, plan, metric); other plans are ignored.
+    new, reference : str, optional
+        Plan labels compared; default ``"ATP"``, ``"MNL"``.
+    pooled : bool, optional
+        Also give each site an institution ``"all"`` group row.
+
+    Returns
+    -------
+    list of dict
+        The ``level == "case"`` rows, then the ``level == "group"`` rows.
     """
     per_case: dict[tuple[str, str, str], dict[str, dict[str, tuple[float, bool]]]] = {}
     for r in rows:
@@ -333,6 +399,18 @@ def write_table(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
 
     Columns are the union of the row keys in first-seen order; missing cells are
     empty. Floats are written with ``repr`` so they read back exactly.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The table rows.
+    path : str or os.PathLike
+        Output file; ``.parquet`` writes Parquet, anything else CSV.
+
+    Returns
+    -------
+    Path
+        The written file.
     """
     path = Path(path)
     rows = list(rows)

@@ -46,9 +46,13 @@ def criteria_sets(config: Mapping | None, *, site_cfg: Mapping,
 
     Parameters
     ----------
-    config : mapping of set name -> ``{source, sites (optional), criteria}``; the entry
-        ``protocol`` takes the site's goal list with the institution overlay
-    site_cfg, institution : the site facts and the institution overlay
+    config : mapping or None
+        Set name -> ``{source, sites (optional), criteria}``; the entry ``protocol``
+        takes the site's goal list with the institution overlay. None: no sets.
+    site_cfg : mapping
+        The site facts (``name``, goal list).
+    institution : mapping, optional
+        The institution overlay.
 
     Returns
     -------
@@ -80,6 +84,17 @@ def judge(case: PatientCase, dose_gy: np.ndarray, criteria: CriteriaSet, *, plan
           site: str, institution: str) -> list[dict]:
     """One row per criterion of ``criteria`` on ``dose_gy`` (criteria on absent ROIs skipped).
 
+    Parameters
+    ----------
+    case : PatientCase
+        The patient (ROIs, grid, prescription).
+    dose_gy : np.ndarray
+        The plan's dose (Gy) on the case grid, (z, y, x).
+    criteria : CriteriaSet
+        The criteria to judge.
+    plan, site, institution : str
+        Labels copied into every row.
+
     Returns
     -------
     list of dict
@@ -103,6 +118,18 @@ def mcnemar_exact(new_only: int, reference_only: int) -> float:
     Under the null hypothesis each discordant pair is equally likely to favour either
     plan, so ``new_only`` is Binomial(b + c, 1/2) (the sign test). NaN without
     discordant pairs.
+
+    Parameters
+    ----------
+    new_only : int
+        Pairs met by the new plan alone.
+    reference_only : int
+        Pairs met by the reference plan alone.
+
+    Returns
+    -------
+    float
+        Two-sided p value; NaN when both counts are 0.
     """
     n = int(new_only) + int(reference_only)
     if n == 0:
@@ -117,6 +144,21 @@ def criteria_summary(rows: Iterable[Mapping], *, new: str, reference: str,
     A pair is one (case, criterion) judged on both plans. ``new_only`` counts pairs met
     by ``new`` alone, ``reference_only`` by ``reference`` alone; ``p_mcnemar`` is the
     exact two-sided test on them (`mcnemar_exact`).
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        `judge` rows.
+    new, reference : str
+        Plan labels compared.
+    group : sequence of str, optional
+        Row columns grouped by, before the criteria set; default (site, institution).
+
+    Returns
+    -------
+    list of dict
+        One row per group and criteria set with pairs: counts, shares (fractions in
+        [0, 1]) and ``p_mcnemar``.
     """
     by: dict[tuple, dict[str, dict[tuple, bool]]] = {}
     for r in rows:

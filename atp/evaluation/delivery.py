@@ -40,7 +40,13 @@ class DeliverySettings:
     jaw_matrix: bool = True
 
     def identity(self) -> dict:
-        """What a deliverable plan depends on, JSON-able (machine facts and settings)."""
+        """What a deliverable plan depends on, JSON-able (machine facts and settings).
+
+        Returns
+        -------
+        dict
+            ``machine``, ``sequencer`` (their ``to_dict``) and ``jaw_matrix``.
+        """
         return {"machine": self.machine.to_dict(), "sequencer": self.sequencer.to_dict(),
                 "jaw_matrix": self.jaw_matrix}
 
@@ -66,7 +72,13 @@ class DeliveredPlan:
     cached: bool = False
 
     def figures(self) -> dict:
-        """The sequencing figures with the wall time and whether it came from the cache."""
+        """The sequencing figures with the wall time and whether it came from the cache.
+
+        Returns
+        -------
+        dict
+            ``summary`` plus ``wall_s`` (s) and ``cached``.
+        """
         return {**self.summary, "wall_s": self.wall_s, "cached": self.cached}
 
 
@@ -85,9 +97,14 @@ def deliver_plan(case, influence, result, delivery: DeliverySettings, *, engine=
 
     Parameters
     ----------
-    case, influence, result : the patient, the plan's influence matrix and its
-        `atp.planning.PlanResult`
+    case : PatientCase
+        The patient.
+    influence : DoseInfluence
+        The plan's influence matrix.
+    result : PlanResult
+        The optimized plan (`atp.planning.PlanResult`).
     delivery : DeliverySettings
+        The machine and sequencer settings.
     engine : DoseEngine, optional
         For the jaw-rectangle matrix (``delivery.jaw_matrix``); None uses the plan's own.
     plan_settings : PlanSettings, optional
@@ -118,7 +135,26 @@ def cached_delivery(path, key: str, case, influence, result, delivery: DeliveryS
                     **kw) -> DeliveredPlan:
     """`deliver_plan`, its dose, MU and figures kept in ``path`` (an ``.npz``) under
     ``key``: a plan that does not change between the jobs of a sweep (the protocol
-    re-plan) is sequenced once. A missing, unreadable or stale file is recomputed."""
+    re-plan) is sequenced once. A missing, unreadable or stale file is recomputed.
+
+    Parameters
+    ----------
+    path : str or Path
+        The cache file (``.npz``), written atomically after a fresh sequencing.
+    key : str
+        What the cached result depends on; a file with another key is stale.
+    case, influence, result : PatientCase, DoseInfluence, PlanResult
+        As in `deliver_plan`.
+    delivery : DeliverySettings
+        The machine and sequencer settings.
+    **kw
+        Passed to `deliver_plan` (``engine``, ``plan_settings``, ``cache_dir``).
+
+    Returns
+    -------
+    DeliveredPlan
+        With ``cached=True`` and ``wall_s`` 0 when read from ``path``.
+    """
     import json
     from pathlib import Path
 
@@ -155,10 +191,17 @@ def goal_value_rows(case_id: str, plan_label: str, optimized_report, deliverable
 
     Parameters
     ----------
-    case_id, plan_label : the case and the plan's label
-    optimized_report, deliverable_report : goal reports of the same resolved goals (the
-        deliverable one None for a plan that was not sequenced: empty deliverable columns)
-    **extra : columns added to every row (site, institution)
+    case_id : str
+        Patient id.
+    plan_label : str
+        The plan's label.
+    optimized_report : list of GoalOutcome
+        Goal report of the optimized fluence plan.
+    deliverable_report : list of GoalOutcome or None
+        Goal report of the same resolved goals on the deliverable dose; None for a plan
+        that was not sequenced (empty deliverable columns).
+    **extra
+        Columns added to every row (site, institution).
 
     Returns
     -------
@@ -184,11 +227,14 @@ def delivery_summary(goal_rows: list[dict]) -> list[dict]:
 
     Parameters
     ----------
-    goal_rows : rows of `goal_value_rows`
+    goal_rows : list of dict
+        Rows of `goal_value_rows` (deliverable values present).
 
     Returns
     -------
-    list of dict, one per plan label
+    list of dict
+        One per plan label: ``cases, goals``, goals met before and after sequencing
+        (all and P1), ``lost`` and ``gained``.
     """
     out = []
     for label in dict.fromkeys(r["plan"] for r in goal_rows):

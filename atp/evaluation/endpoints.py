@@ -45,7 +45,18 @@ _V_PCT = re.compile(r"^V(\d+(?:\.\d+)?)%$", re.IGNORECASE)
 
 
 def split_endpoint(name: str) -> tuple[str, str]:
-    """``"V20Gy(lungs)"`` -> ``("V20Gy", "lungs")``; ValueError for another form."""
+    """``"V20Gy(lungs)"`` -> ``("V20Gy", "lungs")``; ValueError for another form.
+
+    Parameters
+    ----------
+    name : str
+        Endpoint name ``<metric>(<roi>)``.
+
+    Returns
+    -------
+    tuple of str
+        ``(metric, roi)``.
+    """
     m = _NAME.match(str(name))
     if not m:
         raise ValueError(f"endpoint {name!r}: expected '<metric>(<roi>)', e.g. 'V20Gy(lungs)'")
@@ -104,12 +115,36 @@ class EndpointSpec:
                 raise ValueError(f"{where}alpha_beta_gy.{key} must be > 0 Gy, got {value!r}")
 
     def alpha_beta(self, roi: str, *, role: str = "organ") -> float:
-        """alpha/beta (Gy) of ``roi``: its own entry, else the ``role`` default."""
+        """alpha/beta (Gy) of ``roi``: its own entry, else the ``role`` default.
+
+        Parameters
+        ----------
+        roi : str
+            ROI name.
+        role : str, optional
+            ``"target"`` or ``"organ"`` (default): which default applies.
+
+        Returns
+        -------
+        float
+            alpha/beta (Gy).
+        """
         ab = {**DEFAULT_ALPHA_BETA_GY, **self.alpha_beta_gy}
         return float(ab.get(roi, ab["target" if role == "target" else "organ"]))
 
     def row_name(self, name: str) -> str:
-        """The endpoint-table metric that holds endpoint ``name`` (EQD2 organ rows)."""
+        """The endpoint-table metric that holds endpoint ``name`` (EQD2 organ rows).
+
+        Parameters
+        ----------
+        name : str
+            Endpoint name ``<metric>(<roi>)``.
+
+        Returns
+        -------
+        str
+            ``"EQD2 <name>"`` for an organ endpoint on the EQD2 scale, else ``name``.
+        """
         _, roi = split_endpoint(name)
         if self.dose_scale == "eqd2" and not _TARGET.match(roi):
             return f"EQD2 {name}"
@@ -126,7 +161,18 @@ def endpoint_spec(site_cfg: Mapping, institution: Mapping | None = None) -> Endp
     """The site's endpoint list (``endpoints:`` in the site config) plus the institution's.
 
     An institution may append endpoints for a site under ``endpoints: {<site>: [...]}``.
-    Returns None when the site config has no ``endpoints`` block.
+
+    Parameters
+    ----------
+    site_cfg : mapping
+        The site config (``name``, ``endpoints: {metrics, dose_scale, alpha_beta_gy}``).
+    institution : mapping, optional
+        The institution overlay; None adds nothing.
+
+    Returns
+    -------
+    EndpointSpec or None
+        None when the site config has no ``endpoints`` block.
     """
     name = site_cfg.get("name", "?")
     block = site_cfg.get("endpoints")
@@ -244,7 +290,22 @@ def _organ_mask(case: PatientCase, roi: str) -> np.ndarray | None:
 
 def voxel_difference_to_prediction(case: PatientCase, plan_gy, predicted_gy, *,
                                    site: str, institution: str) -> dict:
-    """|D_plan - D_pred| / D_Rx within the body: mean and 95th percentile, in %."""
+    """|D_plan - D_pred| / D_Rx within the body: mean and 95th percentile, in %.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The patient (body mask, highest prescription D_Rx).
+    plan_gy, predicted_gy : np.ndarray
+        Plan and predicted dose (Gy) on the case grid, (z, y, x).
+    site, institution : str
+        Labels copied into the row.
+
+    Returns
+    -------
+    dict
+        ``case, site, institution, mean_abs_diff_pct_rx, p95_abs_diff_pct_rx`` (% of D_Rx).
+    """
     rx = case.max_prescription_gy or 1.0
     body = case.body_mask
     diff = np.abs(plan_gy[body].astype(np.float64) - predicted_gy[body]) / rx * 100.0

@@ -35,7 +35,18 @@ p.disclaimer { border: 1px solid #999; background: #fafad2; padding: 0.6em; }
 
 
 def format_cell(value) -> str:
-    """Text of a table cell: real numbers to 3 significant digits, NaN/None as blank."""
+    """Text of a table cell: real numbers to 3 significant digits, NaN/None as blank.
+
+    Parameters
+    ----------
+    value : object
+        The cell value (bool shown as yes/no, integers in full).
+
+    Returns
+    -------
+    str
+        The cell text, not HTML-escaped.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -81,7 +92,18 @@ def _paragraphs(text: str) -> str:
 
 
 def render_sections(sections: Sequence[Mapping]) -> str:
-    """The HTML of report sections (see `write_html_report`), without the page around."""
+    """The HTML of report sections (see `write_html_report`), without the page around.
+
+    Parameters
+    ----------
+    sections : sequence of mapping
+        ``{"heading", "text", "tables", "figures"}`` as in `write_html_report`.
+
+    Returns
+    -------
+    str
+        HTML fragment: headings, paragraphs, tables and embedded figures.
+    """
     body = []
     for sec in sections:
         body.append(f"<h2>{html.escape(str(sec.get('heading', '')))}</h2>")
@@ -95,7 +117,20 @@ def render_sections(sections: Sequence[Mapping]) -> str:
 
 
 def render_html_report(*, title: str, sections: Sequence[Mapping]) -> str:
-    """The report as one HTML string (see `write_html_report`)."""
+    """The report as one HTML string (see `write_html_report`).
+
+    Parameters
+    ----------
+    title : str
+        Page title and first heading.
+    sections : sequence of mapping
+        Report sections as in `write_html_report`.
+
+    Returns
+    -------
+    str
+        A complete HTML document with the disclaimer.
+    """
     body = [f"<h1>{html.escape(title)}</h1>",
             f'<p class="disclaimer">{html.escape(DISCLAIMER)}</p>', render_sections(sections)]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -112,6 +147,20 @@ def write_html_report(path: str | os.PathLike, *, title: str,
     URIs, numbers shown to 3 significant digits, ``flag`` cells colour-coded, and all
     text escaped. A fixed disclaimer states that the report lists goals and criteria
     met, not clinical acceptability.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.html`` file.
+    title : str
+        Page title and first heading.
+    sections : sequence of mapping
+        The report sections, in order.
+
+    Returns
+    -------
+    Path
+        The written file.
     """
     path = Path(path)
     atomic_write_text(path, render_html_report(title=title, sections=sections))

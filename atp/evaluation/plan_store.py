@@ -69,11 +69,17 @@ def save_case_plans(path: str | os.PathLike, *, case: PatientCase,
 
     Parameters
     ----------
-    path : target ``.npz`` file (conventionally ``<run>/plans/<patient_id>.npz``).
-    case : the evaluated case (validated; stored as `atp.cases.save_case` stores it).
-    doses_gy : plan label -> dose in Gy on the case grid (e.g. ``{"ATP": ..., "MNL": ...}``).
-    comparator : the label the new plan is compared with; must be a key of ``doses_gy``.
-    meta : JSON-serialisable extras (``institution``, ``site``, run information).
+    path : str or os.PathLike
+        Target ``.npz`` file (conventionally ``<run>/plans/<patient_id>.npz``).
+    case : PatientCase
+        The evaluated case (validated; stored as `atp.cases.save_case` stores it).
+    doses_gy : mapping of str to np.ndarray
+        Plan label -> dose (Gy) on the case grid, (z, y, x) (e.g. ``{"ATP": ..., "MNL":
+        ...}``).
+    comparator : str
+        The label the new plan is compared with; must be a key of ``doses_gy``.
+    meta : mapping, optional
+        JSON-serialisable extras (``institution``, ``site``, run information).
 
     Returns
     -------
@@ -103,7 +109,18 @@ def save_case_plans(path: str | os.PathLike, *, case: PatientCase,
 
 
 def load_case_plans(path: str | os.PathLike) -> CasePlans:
-    """Read and validate a file of `save_case_plans`; `CaseError` names file and field."""
+    """Read and validate a file of `save_case_plans`; `CaseError` names file and field.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The plans file (``.npz``).
+
+    Returns
+    -------
+    CasePlans
+        The case, its plan doses (Gy, (z, y, x)) by label, the comparator label and meta.
+    """
     path = Path(path)
     src = str(path)
     data = read_archive(path)

@@ -52,6 +52,22 @@ def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = (), *,
     kind ``organ``, clipped to +-100 %), scaled by ``0.5 / goals``. A plan set where ATP
     meets fewer target goals than the reference scores 1 lower, so it ranks below every
     one that keeps coverage.
+
+    Parameters
+    ----------
+    goal_rows : sequence of dict
+        Per (case, plan) goal counts: ``plan, goals_met, goals_total, target_goals_met,
+        target_goals_total``.
+    comparison : sequence of dict, optional
+        `compare_plans` rows of ATP vs ``reference`` (``kind``, ``mean_rel_diff_pct``).
+    reference : str, optional
+        The comparator's plan label; default ``"MNL-replan"``.
+
+    Returns
+    -------
+    dict
+        ``atp_criteria_pass_rate``, the organ gain (fraction), both target-goal shares and
+        ``tuning_score``; empty when ATP has no goals.
     """
     def share(plan: str, key: str) -> float:
         rows = [g for g in goal_rows if g["plan"] == plan]
@@ -77,7 +93,18 @@ def tuning_score(goal_rows: Sequence[dict], comparison: Sequence[dict] = (), *,
 
 
 def slug(label: str) -> str:
-    """A plan label as a key fragment: ``MNL-replan`` -> ``mnl_replan``."""
+    """A plan label as a key fragment: ``MNL-replan`` -> ``mnl_replan``.
+
+    Parameters
+    ----------
+    label : str
+        Plan label.
+
+    Returns
+    -------
+    str
+        Lower case, non-alphanumerics as ``_``, no leading or trailing ``_``.
+    """
     return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
 
 
@@ -92,11 +119,23 @@ class EvaluationContext:
     tables: dict[str, list[dict]] = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
-        """Per-case metric rows of every result, in order."""
+        """Per-case metric rows of every result, in order.
+
+        Returns
+        -------
+        list of dict
+            The ``rows`` of every result, concatenated.
+        """
         return [r for ev in self.results for r in ev.rows]
 
     def goals(self) -> list[dict]:
-        """Per-case goal rows of every result, in order."""
+        """Per-case goal rows of every result, in order.
+
+        Returns
+        -------
+        list of dict
+            The ``goals`` of every result, concatenated.
+        """
         return [g for ev in self.results for g in ev.goals]
 
 
@@ -295,13 +334,18 @@ def write_evaluation(out_dir: str | Path, results: Sequence, *, site: str, insti
 
     Parameters
     ----------
-    out_dir : the run folder; ``tables/``, ``figures/``, ``plans/`` (each case with its
-        doses, `atp.evaluation.plan_store`) and ``report.html`` go there
-    results : the evaluated cases; when their comparators differ (a clinical evaluation
-        where some cases had no dose) they are compared under one label, ``MIXED``
-    site, institution : names for titles and the summary
-    n_figures : per-case figures for the first N cases
-    items : the report's tables and figures (default `ITEMS`)
+    out_dir : str or Path
+        The run folder; ``tables/``, ``figures/``, ``plans/`` (each case with its doses,
+        `atp.evaluation.plan_store`) and ``report.html`` go there.
+    results : sequence of CaseEvaluation
+        The evaluated cases; when their comparators differ (a clinical evaluation where
+        some cases had no dose) they are compared under one label, ``MIXED``.
+    site, institution : str
+        Names for titles and the summary.
+    n_figures : int, optional
+        Per-case figures for the first N cases; default 4.
+    items : sequence of ReportItem, optional
+        The report's tables and figures (default `ITEMS`).
 
     Returns
     -------

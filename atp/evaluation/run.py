@@ -93,24 +93,38 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
 
     Parameters
     ----------
-    case : the patient
-    predict : maps a case to its predicted dose (Gy, case grid)
-    site_cfg, institution : the site facts and the institution overlay
-    engine : the configured dose engine
-    settings : the configured planner
-    tolerances : per-ROI or per-goal tolerances (%) on top of the institution's
-    cache_dir : influence matrices and comparator re-plans are cached there; None
-        computes both every time
-    comparator : ``clinical`` (the case's own dose; a case without one falls back to the
-        re-plan, with a note) or ``replan`` (the protocol re-plan)
-    criteria : criteria sets every dose is judged on, next to the protocol goal list
-    beams_from : ``patient`` (the case's own RTPLAN beams when imported, else the
-        institution template) or ``template`` (`atp.planning.setup.case_beams`)
-    engine_gap_fit : fit atp's beamlets to a clinical dose made by another engine and score
-        that fit too (None: when the dose's origin is not atp's engine)
-    delivery : sequence the ATP plan and a re-plan comparator on this machine and judge
-        their deliverable doses (`atp.evaluation.delivery`); None judges the optimized
-        fluence plans
+    case : PatientCase
+        The patient.
+    predict : callable
+        Maps a case to its predicted dose (Gy) on the case grid, (z, y, x).
+    site_cfg : mapping
+        The site facts.
+    institution : mapping
+        The institution overlay.
+    engine : DoseEngine
+        The configured dose engine.
+    settings : PlanSettings
+        The configured planner.
+    tolerances : mapping of str to float, optional
+        Per-ROI or per-goal tolerances (%) on top of the institution's.
+    cache_dir : str or Path, optional
+        Influence matrices and comparator re-plans are cached there; None computes both
+        every time.
+    comparator : str, optional
+        ``clinical`` (default; the case's own dose, a case without one falls back to the
+        re-plan, with a note) or ``replan`` (the protocol re-plan).
+    criteria : sequence of CriteriaSet, optional
+        Criteria sets every dose is judged on, next to the protocol goal list.
+    engine_gap_fit : bool, optional
+        Fit atp's beamlets to a clinical dose made by another engine and score that fit
+        too (None: when the dose's origin is not atp's engine).
+    beams_from : str, optional
+        ``patient`` (default; the case's own RTPLAN beams when imported, else the
+        institution template) or ``template`` (`atp.planning.setup.case_beams`).
+    delivery : DeliverySettings, optional
+        Sequence the ATP plan and a re-plan comparator on this machine and judge their
+        deliverable doses (`atp.evaluation.delivery`); None judges the optimized fluence
+        plans.
 
     Returns
     -------
@@ -229,6 +243,13 @@ def evaluate_case(case: PatientCase, predict: Callable[[PatientCase], np.ndarray
 def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
     """The OpenKBP challenge's scores of a prediction against the case's own dose.
 
+    Parameters
+    ----------
+    case : PatientCase
+        The patient with its own dose (Gy) and scoring mask.
+    predicted_gy : np.ndarray
+        Predicted dose (Gy) on the case grid, (z, y, x).
+
     Returns
     -------
     dict
@@ -245,7 +266,15 @@ def prediction_scores(case: PatientCase, predicted_gy: np.ndarray) -> dict:
 
 
 def record_workflow(log, ev: CaseEvaluation) -> None:
-    """Add the planning steps of one evaluated case to a `WorkflowLog` (one cold round)."""
+    """Add the planning steps of one evaluated case to a `WorkflowLog` (one cold round).
+
+    Parameters
+    ----------
+    log : WorkflowLog
+        The log to add to.
+    ev : CaseEvaluation
+        The evaluated case; its ``timing_s`` (s) gives the step times.
+    """
     pid, t = ev.case.patient_id, ev.timing_s
     log.record(pid, "prediction", t["prediction_s"])
     log.record(pid, "beams_and_matrix", t["influence_s"])

@@ -49,7 +49,24 @@ class WorkflowLog:
 
     def record(self, case: str, step: str, wall_s: float, *, start: str | None = None) -> dict:
         """Add one step of ``case``; an ``optimization`` step is a round (``start``
-        ``cold`` or ``warm``, default ``cold`` for the first round, else required)."""
+        ``cold`` or ``warm``, default ``cold`` for the first round, else required).
+
+        Parameters
+        ----------
+        case : str
+            Patient id.
+        step : str
+            One of `STEPS`.
+        wall_s : float
+            Wall time of the step (s), finite and >= 0.
+        start : str, optional
+            ``"cold"`` or ``"warm"``; optimization rounds only.
+
+        Returns
+        -------
+        dict
+            The added row (`COLUMNS`).
+        """
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         t = float(wall_s)
@@ -71,23 +88,68 @@ class WorkflowLog:
 
     @contextlib.contextmanager
     def timed(self, case: str, step: str, *, start: str | None = None) -> Iterator[None]:
-        """Time the body of a ``with`` block as ``step`` of ``case`` (kept only on success)."""
+        """Time the body of a ``with`` block as ``step`` of ``case`` (kept only on success).
+
+        Parameters
+        ----------
+        case : str
+            Patient id.
+        step : str
+            One of `STEPS`.
+        start : str, optional
+            ``"cold"`` or ``"warm"``; optimization rounds only (see `record`).
+
+        Yields
+        ------
+        None
+            Control to the ``with`` body; its wall time (s) is recorded on exit.
+        """
         t0 = time.perf_counter()
         yield
         self.record(case, step, time.perf_counter() - t0, start=start)
 
     def rounds(self, case: str, *, start: str | None = None) -> int:
-        """Optimization rounds of ``case`` so far (of one ``start`` if given)."""
+        """Optimization rounds of ``case`` so far (of one ``start`` if given).
+
+        Parameters
+        ----------
+        case : str
+            Patient id.
+        start : str, optional
+            Count only ``"cold"`` or ``"warm"`` rounds; None counts all.
+
+        Returns
+        -------
+        int
+            Number of rounds.
+        """
         return sum(r["step"] == "optimization" and r["case"] == str(case)
                    and (start is None or r["start"] == start) for r in self.rows)
 
     def extend(self, rows: Iterable[Mapping]) -> None:
-        """Add rows written by another log (e.g. read from a ``workflow.csv``)."""
+        """Add rows written by another log (e.g. read from a ``workflow.csv``).
+
+        Parameters
+        ----------
+        rows : iterable of mapping
+            Rows with the `COLUMNS` keys (missing ones become empty); not validated.
+        """
         for r in rows:
             self.rows.append({c: r.get(c, "") for c in COLUMNS})
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write the rows as CSV (``workflow.csv`` in a folder path) atomically."""
+        """Write the rows as CSV (``workflow.csv`` in a folder path) atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A ``.csv`` file, or a folder to write ``workflow.csv`` in.
+
+        Returns
+        -------
+        Path
+            The written file.
+        """
         path = Path(path)
         if path.suffix.lower() != ".csv":
             path = path / FILENAME
@@ -101,7 +163,18 @@ class WorkflowLog:
 
 def read_workflow(path: str | os.PathLike) -> WorkflowLog:
     """A ``workflow.csv`` (or the one in a folder) as a `WorkflowLog`; a clear error
-    naming the file for a missing column or a bad value."""
+    naming the file for a missing column or a bad value.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``workflow.csv`` or the folder holding one.
+
+    Returns
+    -------
+    WorkflowLog
+        A log with the file's rows (no labels of its own).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
@@ -136,6 +209,20 @@ def summarize_workflow(rows: Iterable[Mapping], *, by: Sequence[str] = ("site", 
     without a step (no sequencing) counts 0 s for it, so the step means stack to the mean
     total. One more row per group, ``step == "rounds"``, gives the mean number of
     optimization rounds per case and the cold and warm rounds in all.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Workflow rows (`COLUMNS`, optionally ``job``), of one or more logs.
+    by : sequence of str, optional
+        Grouping columns; default (site, institution); empty values are left out of
+        the group name (``"all"`` when none).
+
+    Returns
+    -------
+    list of dict
+        Per group and step: ``group, step, cases, mean_s, median_s, q1_s, q3_s`` (s);
+        plus a ``rounds`` row per group.
     """
     per_case: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
     rounds: dict[str, dict[tuple[str, str], list[str]]] = {}
@@ -168,7 +255,20 @@ def summarize_workflow(rows: Iterable[Mapping], *, by: Sequence[str] = ("site", 
 
 def find_workflow_logs(root: str | os.PathLike, *, exclude: Sequence[str] = ("summary",)
                        ) -> list[Path]:
-    """Every ``workflow.csv`` under ``root`` (sorted), skipping folders named in ``exclude``."""
+    """Every ``workflow.csv`` under ``root`` (sorted), skipping folders named in ``exclude``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder searched recursively.
+    exclude : sequence of str, optional
+        Folder names skipped at any depth below ``root``; default ``("summary",)``.
+
+    Returns
+    -------
+    list of Path
+        The log files found.
+    """
     root = Path(root)
     return sorted(p for p in root.rglob(FILENAME)
                   if not set(p.relative_to(root).parts[:-1]) & set(exclude))

@@ -44,7 +44,18 @@ _BEGIN, _END = "<!-- blinded-review:begin -->", "<!-- blinded-review:end -->"
 
 
 def answer_files(answers_dir: str | os.PathLike) -> list[Path]:
-    """The ``.json`` and ``.csv`` files of ``answers_dir`` (sorted)."""
+    """The ``.json`` and ``.csv`` files of ``answers_dir`` (sorted).
+
+    Parameters
+    ----------
+    answers_dir : str or os.PathLike
+        Folder of reviewer answer files; `ReviewError` when it does not exist.
+
+    Returns
+    -------
+    list of Path
+        The answer files; other files are logged and left out, hidden files skipped.
+    """
     root = Path(answers_dir)
     if not root.is_dir():
         raise ReviewError(f"{root}: no such answers folder")
@@ -67,7 +78,25 @@ def dosimetry_by_preference(endpoints: Sequence[Mapping], cases: Sequence[Mappin
                             n_reviewers: int, new_label: str) -> list[dict]:
     """`compare_plans` of the new plan vs its comparator per site, with the cases split by
     unanimous selection: every reviewer preferred the new plan, or not (EQD2 rows left
-    out: the same fractionation on both sides)."""
+    out: the same fractionation on both sides).
+
+    Parameters
+    ----------
+    endpoints : sequence of mapping
+        Endpoint rows of the reviewed cases (``endpoints.csv``; plans labelled
+        ``new_label`` and ``"comparator"``).
+    cases : sequence of mapping
+        `case_scores` rows (``case``, ``n_preferred``).
+    n_reviewers : int
+        Number of reviewers; unanimous means ``n_preferred == n_reviewers``.
+    new_label : str
+        Plan label of the new plan in ``endpoints``.
+
+    Returns
+    -------
+    list of dict
+        `compare_plans` rows, the preference group in the ``institution`` column.
+    """
     group = {c["case"]: NEW_PREFERRED if c["n_preferred"] == n_reviewers
              else COMPARATOR_PREFERRED for c in cases}
     rows = [{**r, "case": str(r["case"]), "institution": group[str(r["case"])]}
@@ -92,7 +121,15 @@ def _compact(rates: Sequence[Mapping]) -> list[dict]:
 
 
 def insert_report_section(report: Path, fragment: str) -> None:
-    """Put ``fragment`` into ``report`` (replacing an earlier review section)."""
+    """Put ``fragment`` into ``report`` (replacing an earlier review section).
+
+    Parameters
+    ----------
+    report : Path
+        An HTML report, rewritten atomically; the section goes before ``</body>``.
+    fragment : str
+        HTML of the review section (`render_sections`).
+    """
     text = report.read_text(encoding="utf-8")
     text = re.sub(re.escape(_BEGIN) + ".*?" + re.escape(_END) + "\n?", "", text, flags=re.S)
     block = f"{_BEGIN}\n{fragment}\n{_END}\n"
@@ -107,11 +144,16 @@ def analyze_review(key_path: str | os.PathLike, answers_dir: str | os.PathLike,
 
     Parameters
     ----------
-    key_path : ``key/key.json`` of the prepared review (``endpoints.csv`` beside it).
-    answers_dir : folder of answer files (``.json`` / ``.csv``), one per reviewer.
-    out_dir : where the analysis goes (replaced as a whole).
-    evaluation_reports : evaluation ``report.html`` files to add the review section to.
-    keyword_top : keyword rows shown in the report.
+    key_path : str or os.PathLike
+        ``key/key.json`` of the prepared review (``endpoints.csv`` beside it).
+    answers_dir : str or os.PathLike
+        Folder of answer files (``.json`` / ``.csv``), one per reviewer.
+    out_dir : str or os.PathLike
+        Where the analysis goes (replaced as a whole).
+    evaluation_reports : sequence of Path, optional
+        Evaluation ``report.html`` files to add the review section to.
+    keyword_top : int, optional
+        Keyword rows shown in the report; default 30.
 
     Returns
     -------
@@ -216,7 +258,18 @@ def _write_outputs(staging: Path, tables: Mapping[str, list], *, sets: Sequence,
 
 def evaluation_reports_of(key: Mapping) -> list[Path]:
     """The evaluation reports of the key's cases: a multirun's ``summary/report.html``,
-    else each run's ``report.html`` (those that exist)."""
+    else each run's ``report.html`` (those that exist).
+
+    Parameters
+    ----------
+    key : mapping
+        The review key (`load_key`); each case's ``source`` lies two folders below its run.
+
+    Returns
+    -------
+    list of Path
+        Existing reports, each once, in the order of the key's cases.
+    """
     out: dict[Path, None] = {}
     for c in key["cases"]:
         run = Path(c.get("source", "")).parent.parent

@@ -55,7 +55,18 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def load_key(path: str | os.PathLike) -> dict:
-    """The answer key written by `prepare_review`, checked for the fields the analysis uses."""
+    """The answer key written by `prepare_review`, checked for the fields the analysis uses.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The key file (``key/key.json`` of a prepared review).
+
+    Returns
+    -------
+    dict
+        The key (``cases``, ``reviewers``, ...); `ReviewError` naming the field if invalid.
+    """
     path = Path(path)
     if not path.is_file():
         raise ReviewError(f"{path}: no answer key (run review.py step=prepare first, or set "
@@ -105,6 +116,16 @@ def load_answer_file(path: str | os.PathLike) -> AnswerSet:
     """Read one answer file (``.json`` or ``.csv``) and check its own structure and values.
 
     It is not yet checked against the key: see `validate_answers`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` answer file, or a JSON one (any other suffix).
+
+    Returns
+    -------
+    AnswerSet
+        The reviewer's answers by case code; `ReviewError` naming the file if invalid.
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -154,6 +175,20 @@ def validate_answers(sets: Sequence[AnswerSet], key: dict, *, key_path: str = "k
     Refused, naming the file: an unknown reviewer, a packet hash that is not the
     reviewer's packet, a duplicate reviewer, missing or unknown cases, simulated and real
     answers mixed. No answer set at all is refused too.
+
+    Parameters
+    ----------
+    sets : sequence of AnswerSet
+        The loaded answer files (`load_answer_file`).
+    key : dict
+        The answer key (`load_key`).
+    key_path : str, optional
+        How error messages name the key file.
+
+    Returns
+    -------
+    list of AnswerSet
+        The sets in the key's reviewer order (reviewers without answers left out).
     """
     if not sets:
         raise ReviewError("no answer file (.json or .csv) found")

@@ -29,7 +29,20 @@ class BlindingError(ValueError):
 
 
 def case_codes(n: int, *, seed: int) -> list[str]:
-    """``n`` distinct random case codes (digits; at least 3, one more than ``n`` has)."""
+    """``n`` distinct random case codes (digits; at least 3, one more than ``n`` has).
+
+    Parameters
+    ----------
+    n : int
+        Number of cases.
+    seed : int
+        The review's seed (stream 0).
+
+    Returns
+    -------
+    list of str
+        ``n`` distinct codes of equal width, no leading zero.
+    """
     width = max(3, len(str(n)) + 1)
     rng = np.random.default_rng([seed, 0])
     low = 10 ** (width - 1)
@@ -44,6 +57,18 @@ def new_plan_first(groups: Sequence[object], *, seed: int) -> list[bool]:
     stratum half of the cases (rounded down) show the new plan first and as many show it
     second; the odd case out of every odd-sized stratum is then balanced the same way
     over the strata, the last odd one by a coin flip. Deterministic in ``seed``.
+
+    Parameters
+    ----------
+    groups : sequence
+        One stratum key per case.
+    seed : int
+        The review's seed (stream 1).
+
+    Returns
+    -------
+    list of bool
+        Per case, True when the new plan is Plan 1.
     """
     rng = np.random.default_rng([seed, 1])
     first = [False] * len(groups)
@@ -69,7 +94,22 @@ def new_plan_first(groups: Sequence[object], *, seed: int) -> list[bool]:
 
 
 def reviewer_orders(n_cases: int, n_reviewers: int, *, seed: int) -> list[list[int]]:
-    """Each reviewer's case order (indices); orders differ while enough of them exist."""
+    """Each reviewer's case order (indices); orders differ while enough of them exist.
+
+    Parameters
+    ----------
+    n_cases : int
+        Number of cases.
+    n_reviewers : int
+        Number of reviewers.
+    seed : int
+        The review's seed (stream 2, one sub-stream per reviewer).
+
+    Returns
+    -------
+    list of list of int
+        Per reviewer, a permutation of ``range(n_cases)``.
+    """
     orders: list[list[int]] = []
     for r in range(n_reviewers):
         rng = np.random.default_rng([seed, 2, r])
@@ -82,14 +122,40 @@ def reviewer_orders(n_cases: int, n_reviewers: int, *, seed: int) -> list[list[i
 
 
 def visible_text(html_text: str) -> str:
-    """The packet's text with embedded data URIs (base64 images) removed."""
+    """The packet's text with embedded data URIs (base64 images) removed.
+
+    Parameters
+    ----------
+    html_text : str
+        The packet's HTML.
+
+    Returns
+    -------
+    str
+        The HTML with each data URI cut to ``data:``.
+    """
     return _DATA_URI.sub("data:", html_text)
 
 
 def find_revealing(text: str, *, terms: Iterable[str] = (), tokens: Iterable[str] = ()
                    ) -> list[str]:
     """Which of ``terms`` (case-insensitive substrings) and ``tokens`` (case-insensitive
-    whole words, letters/digits/_ around them not allowed) occur in ``text``."""
+    whole words, letters/digits/_ around them not allowed) occur in ``text``.
+
+    Parameters
+    ----------
+    text : str
+        The text searched.
+    terms : iterable of str, optional
+        Substrings searched for (case-insensitive).
+    tokens : iterable of str, optional
+        Whole words searched for (case-insensitive).
+
+    Returns
+    -------
+    list of str
+        The terms, then the tokens, found (each once, empty strings ignored).
+    """
     low = text.lower()
     found = [t for t in dict.fromkeys(terms) if t and t.lower() in low]
     for tok in dict.fromkeys(tokens):
@@ -101,13 +167,36 @@ def find_revealing(text: str, *, terms: Iterable[str] = (), tokens: Iterable[str
 
 def checkable_token(value: str) -> bool:
     """Identifiers worth searching for: 3+ characters with a letter (not a bare number,
-    which dose values would match)."""
+    which dose values would match).
+
+    Parameters
+    ----------
+    value : str
+        A candidate identifier (ROI name, patient id, ...).
+
+    Returns
+    -------
+    bool
+        True when ``value`` is worth searching for.
+    """
     return len(value) >= 3 and any(c.isalpha() for c in value)
 
 
 def check_blinded(html_text: str, *, where: str, terms: Iterable[str],
                   tokens: Iterable[str]) -> None:
-    """Raise `BlindingError` when the visible text of a packet holds a revealing string."""
+    """Raise `BlindingError` when the visible text of a packet holds a revealing string.
+
+    Parameters
+    ----------
+    html_text : str
+        The packet's HTML (embedded images are not searched).
+    where : str
+        How the error names the packet.
+    terms : iterable of str
+        Forbidden substrings (case-insensitive).
+    tokens : iterable of str
+        Forbidden whole words (case-insensitive).
+    """
     found = find_revealing(visible_text(html_text), terms=terms, tokens=tokens)
     if found:
         raise BlindingError(f"{where}: the packet would show {found!r}, which could reveal "

@@ -12,7 +12,20 @@ from atp.viz.core import pyplot
 
 
 def png_bytes(fig, *, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes with no text chunks (matplotlib's software tag removed)."""
+    """The figure as PNG bytes with no text chunks (matplotlib's software tag removed).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; it is closed afterwards.
+    dpi : int, optional
+        Resolution (dots per inch); default 80.
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     pyplot().close(fig)
@@ -20,7 +33,18 @@ def png_bytes(fig, *, dpi: int = 80) -> bytes:
 
 
 def png_text_chunks(data: bytes) -> list[bytes]:
-    """The tEXt/zTXt/iTXt chunk payloads of a PNG (what a viewer shows as metadata)."""
+    """The tEXt/zTXt/iTXt chunk payloads of a PNG (what a viewer shows as metadata).
+
+    Parameters
+    ----------
+    data : bytes
+        A PNG file's content; ValueError when it is not a PNG.
+
+    Returns
+    -------
+    list of bytes
+        The raw payloads, in file order (empty for a clean PNG).
+    """
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError("not a PNG")
     out, pos = [], 8
@@ -34,7 +58,18 @@ def png_text_chunks(data: bytes) -> list[bytes]:
 
 
 def figure_strings(fig) -> list[str]:
-    """Every text drawn in a figure (titles, labels, ticks, legends), for blinding tests."""
+    """Every text drawn in a figure (titles, labels, ticks, legends), for blinding tests.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; it is drawn first so that tick labels exist.
+
+    Returns
+    -------
+    list of str
+        The non-empty texts.
+    """
     from matplotlib.text import Text
 
     fig.canvas.draw()

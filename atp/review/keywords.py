@@ -19,7 +19,20 @@ _WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*")
 
 
 def words(text: str, *, min_length: int = 3) -> list[str]:
-    """Lower-case words of ``text`` (hyphenated words kept whole), stop words removed."""
+    """Lower-case words of ``text`` (hyphenated words kept whole), stop words removed.
+
+    Parameters
+    ----------
+    text : str
+        A comment.
+    min_length : int, optional
+        Shortest word kept (characters); default 3.
+
+    Returns
+    -------
+    list of str
+        The words in order, repeats kept.
+    """
     return [w for w in _WORD.findall(text.lower())
             if len(w) >= min_length and w not in STOP_WORDS]
 
@@ -31,6 +44,21 @@ def keyword_table(rows: Iterable[Mapping], *, min_length: int = 3, top: int | No
 
     ``rows`` are `atp.review.scoring.score_answers` rows (``comment``, ``preferred``).
     Sorted by mentions, then alphabetically; the first ``top`` rows if given.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Scored answer rows (``comment``, ``preferred``).
+    min_length : int, optional
+        Shortest word counted (characters); default 3.
+    top : int, optional
+        Keep the first ``top`` rows; None keeps all.
+
+    Returns
+    -------
+    list of dict
+        ``keyword, mentions, comments, share_of_comments, with_new_preferred,
+        with_new_not_preferred``.
     """
     stats: dict[str, dict] = {}
     n_comments = 0

@@ -111,6 +111,20 @@ def render_packet(views: Sequence[CaseView], *, reviewer: str,
 
     The hash is the SHA-256 of the HTML with the hash itself replaced by a fixed token;
     it is written into the page and into every answer file the page exports.
+
+    Parameters
+    ----------
+    views : sequence of CaseView
+        The cases, in the reviewer's order.
+    reviewer : str
+        Reviewer id, shown on the page and written into exported answers.
+    questions : mapping of str to str, optional
+        Question texts overriding `DEFAULT_QUESTIONS`, by question name.
+
+    Returns
+    -------
+    tuple of str
+        ``(html, sha256 hex digest)``.
     """
     q = {**DEFAULT_QUESTIONS, **(questions or {})}
     codes = [v.code for v in views]
@@ -142,6 +156,19 @@ def render_packet(views: Sequence[CaseView], *, reviewer: str,
 
 
 def packet_hash_of(path: str | Path, claimed: str) -> str:
-    """Recompute the hash of a packet file whose page says ``claimed``."""
+    """Recompute the hash of a packet file whose page says ``claimed``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The packet's HTML file.
+    claimed : str
+        The hash written in the page.
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest; equal to ``claimed`` for an unmodified packet.
+    """
     text = Path(path).read_text(encoding="utf-8")
     return hashlib.sha256(text.replace(claimed, HASH_TOKEN).encode("utf-8")).hexdigest()

@@ -149,17 +149,29 @@ def prepare_review(runs: Sequence[str | os.PathLike], review_dir: str | os.PathL
 
     Parameters
     ----------
-    runs : evaluation run folders or multirun sweep folders holding ``plans/*.npz``.
-    review_dir : where ``packets/`` and ``key/`` go.
-    reviewers : one packet per reviewer ID.
-    seed : the recorded seed of every draw (`atp.review.blinding`).
-    new_label : the label of the plan under review in the plans files.
-    questions : wording of the questions (``acceptable`` with ``{plan}``, ``preferred``,
+    runs : sequence of str or os.PathLike
+        Evaluation run folders or multirun sweep folders holding ``plans/*.npz``.
+    review_dir : str or os.PathLike
+        Where ``packets/`` and ``key/`` go.
+    reviewers : sequence of str
+        Reviewer IDs, one packet each.
+    seed : int
+        The recorded seed of every draw (`atp.review.blinding`).
+    new_label : str, optional
+        The label of the plan under review in the plans files; default ``"ATP"``.
+    questions : mapping of str to str, optional
+        Wording of the questions (``acceptable`` with ``{plan}``, ``preferred``,
         ``ai_generated``); the defaults otherwise.
-    forbidden_terms : strings no packet may contain (case-insensitive), on top of every
-        plan label, patient ID, file and run name of the review.
-    overwrite : replace an earlier review in ``review_dir`` (its answers would no longer
-        match the new packets).
+    forbidden_terms : sequence of str, optional
+        Strings no packet may contain (case-insensitive), on top of every plan label,
+        patient ID, file and run name of the review.
+    dpi : int, optional
+        Resolution of the packet figures (dots per inch); default 80.
+    overwrite : bool, optional
+        Replace an earlier review in ``review_dir`` (its answers would no longer match
+        the new packets).
+    progress : bool, optional
+        Show a progress bar over the cases.
 
     Returns
     -------

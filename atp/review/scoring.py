@@ -35,7 +35,22 @@ ALL = "all"
 
 def new_perspective(answer: Mapping[str, str], new_plan: int) -> dict[str, str]:
     """One reviewer's answers on one case, as statements about the new (ATP) plan
-    (``agree`` / ``disagree`` / ``cannot_judge`` for each ``*_answer``)."""
+    (``agree`` / ``disagree`` / ``cannot_judge`` for each ``*_answer``).
+
+    Parameters
+    ----------
+    answer : mapping of str to str
+        The raw answers (``acceptable_plan1``, ``acceptable_plan2``, ``preferred``,
+        ``ai_generated``).
+    new_plan : int
+        Which plan number (1 or 2) is the new plan in this case.
+
+    Returns
+    -------
+    dict of str to str
+        ``acceptable_answer``, ``comparator_acceptable_answer``, ``preferred_answer``,
+        ``ai_generated_answer``.
+    """
     other = 3 - new_plan
 
     def choice(value: str) -> str:
@@ -50,7 +65,18 @@ def new_perspective(answer: Mapping[str, str], new_plan: int) -> dict[str, str]:
 
 
 def score(turned: Mapping[str, str]) -> dict[str, bool]:
-    """The scoring rules (module docstring) on `new_perspective` answers."""
+    """The scoring rules (module docstring) on `new_perspective` answers.
+
+    Parameters
+    ----------
+    turned : mapping of str to str
+        One reviewer's answers on one case from `new_perspective`.
+
+    Returns
+    -------
+    dict of str to bool
+        Per question of `QUESTIONS`, whether the reviewer's answer counts as agreeing.
+    """
     acceptable = turned["acceptable_answer"] == "agree"
     pref = turned["preferred_answer"]
     return {"acceptable": acceptable,
@@ -60,7 +86,20 @@ def score(turned: Mapping[str, str]) -> dict[str, bool]:
 
 
 def score_answers(sets: Sequence[AnswerSet], key: Mapping) -> list[dict]:
-    """One row per (reviewer, case): raw answers, answers about ATP, scores, comment."""
+    """One row per (reviewer, case): raw answers, answers about ATP, scores, comment.
+
+    Parameters
+    ----------
+    sets : sequence of AnswerSet
+        Validated answer sets (`validate_answers`).
+    key : mapping
+        The answer key (``cases`` with ``code, new_plan, site, institution``).
+
+    Returns
+    -------
+    list of dict
+        Rows in reviewer order, then the key's case order.
+    """
     rows = []
     for s in sets:
         for case in key["cases"]:
@@ -74,7 +113,20 @@ def score_answers(sets: Sequence[AnswerSet], key: Mapping) -> list[dict]:
 
 
 def case_scores(rows: Iterable[Mapping], key: Mapping) -> list[dict]:
-    """Per case: reviewers and, per question, how many reviewers agree (k)."""
+    """Per case: reviewers and, per question, how many reviewers agree (k).
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        `score_answers` rows.
+    key : mapping
+        The answer key; gives the cases and their order.
+
+    Returns
+    -------
+    list of dict
+        One row per key case with ``reviewers`` and ``n_<question>`` counts.
+    """
     per_case: dict[str, list[Mapping]] = {}
     for r in rows:
         per_case.setdefault(r["case"], []).append(r)
@@ -91,7 +143,18 @@ def case_scores(rows: Iterable[Mapping], key: Mapping) -> list[dict]:
 
 
 def group_keys(site: str, institution: str) -> list[tuple[str, str, str]]:
-    """(level, site, institution) of every group a case of (site, institution) is in."""
+    """(level, site, institution) of every group a case of (site, institution) is in.
+
+    Parameters
+    ----------
+    site, institution : str
+        The case's site and institution.
+
+    Returns
+    -------
+    list of tuple of str
+        The overall, site, institution and site-institution groups (``"all"`` for any).
+    """
     return [("overall", ALL, ALL), ("site", site, ALL), ("institution", ALL, institution),
             ("site_institution", site, institution)]
 
@@ -107,7 +170,21 @@ def _groups(items: Iterable[Mapping]) -> dict[tuple[str, str, str], list[Mapping
 
 def agreement_rates(cases: Sequence[Mapping], *, n_reviewers: int) -> list[dict]:
     """Per group and question: cases with k = 0..R agreeing reviewers (counts, shares),
-    the unanimous and majority shares and the mean rate over cases and reviewers."""
+    the unanimous and majority shares and the mean rate over cases and reviewers.
+
+    Parameters
+    ----------
+    cases : sequence of mapping
+        `case_scores` rows.
+    n_reviewers : int
+        Number of reviewers R.
+
+    Returns
+    -------
+    list of dict
+        Per group and question: ``cases_k<j>``, ``share_k<j>`` (j = 0..R), ``unanimous``,
+        ``majority`` and ``mean_rate`` (fractions in [0, 1]).
+    """
     out = []
     for (level, site, inst), members in _groups(cases).items():
         for q in QUESTIONS:
@@ -131,6 +208,16 @@ def fleiss_kappa(counts) -> float:
 
     Every row must sum to the same number of raters n >= 2 (Fleiss 1971, Psychol. Bull.
     76:378). NaN when the expected agreement is 1 (every rating in one category).
+
+    Parameters
+    ----------
+    counts : array_like, (N, k)
+        Per subject and category, the number of raters choosing it.
+
+    Returns
+    -------
+    float
+        Fleiss' kappa; NaN as above.
     """
     table = np.asarray(counts, dtype=np.float64)
     if table.ndim != 2 or table.shape[0] < 1:
@@ -150,7 +237,20 @@ def fleiss_kappa(counts) -> float:
 
 def agreement_kappa(rows: Sequence[Mapping], *, n_reviewers: int) -> list[dict]:
     """Fleiss' kappa per group and question, of the answers about the ATP plan (three
-    categories) and of the scored outcome (two categories)."""
+    categories) and of the scored outcome (two categories).
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        `score_answers` rows.
+    n_reviewers : int
+        Number of reviewers; under 2 gives no rows.
+
+    Returns
+    -------
+    list of dict
+        Per group and question: ``kappa_answers`` and ``kappa_scored``.
+    """
     per_case: dict[str, list[Mapping]] = {}
     for r in rows:
         per_case.setdefault(r["case"], []).append(r)

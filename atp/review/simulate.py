@@ -37,7 +37,22 @@ COMMENTS = ("better target coverage", "lower heart dose", "more homogeneous targ
 
 def expected_rates(*, atp_acceptable: float, atp_preferred: float, recognition: float,
                    noise: float) -> dict[str, float]:
-    """Per-answer rates the simulation is built to give (module docstring)."""
+    """Per-answer rates the simulation is built to give (module docstring).
+
+    Parameters
+    ----------
+    atp_acceptable, atp_preferred : float
+        Per-case truth probabilities that ATP is acceptable, the better plan.
+    recognition : float
+        Probability that a reviewer names the ATP plan as AI-generated.
+    noise : float
+        Probability that an answer is drawn at random from its three options.
+
+    Returns
+    -------
+    dict of str to float
+        Expected ``acceptable``, ``recognized`` and ``preferred`` rates.
+    """
     acc = (1.0 - noise) * atp_acceptable + noise / 3.0
     return {"acceptable": acc, "recognized": recognition,
             "preferred": (1.0 - noise) * atp_preferred + noise / 3.0 + noise / 3.0 * acc}
@@ -58,12 +73,18 @@ def simulate_answers(key: Mapping, *, seed: int = 0, atp_acceptable: float = 0.8
 
     Parameters
     ----------
-    key : the answer key of `prepare_review` (truth: which plan is ATP).
-    seed : seed of the simulation (independent of the review's seed).
-    atp_acceptable, comparator_acceptable, atp_preferred : per-case truth probabilities.
-    recognition : probability that a reviewer names the ATP plan as AI-generated.
-    noise : probability that an answer is drawn at random from its three options.
-    comment_rate : probability of a (canned) comment per answer.
+    key : mapping
+        The answer key of `prepare_review` (truth: which plan is ATP).
+    seed : int, optional
+        Seed of the simulation (independent of the review's seed).
+    atp_acceptable, comparator_acceptable, atp_preferred : float, optional
+        Per-case truth probabilities.
+    recognition : float, optional
+        Probability that a reviewer names the ATP plan as AI-generated.
+    noise : float, optional
+        Probability that an answer is drawn at random from its three options.
+    comment_rate : float, optional
+        Probability of a (canned) comment per answer.
 
     Returns
     -------
@@ -111,7 +132,22 @@ def simulate_answers(key: Mapping, *, seed: int = 0, atp_acceptable: float = 0.8
 
 
 def write_simulated_answers(key: Mapping, out_dir: str | os.PathLike, **params) -> list[Path]:
-    """Write `simulate_answers` documents as ``<out_dir>/answers_<reviewer>.json``."""
+    """Write `simulate_answers` documents as ``<out_dir>/answers_<reviewer>.json``.
+
+    Parameters
+    ----------
+    key : mapping
+        The answer key of `prepare_review`.
+    out_dir : str or os.PathLike
+        Folder the answer files are written to (atomically).
+    **params
+        Keyword options of `simulate_answers` (seed, probabilities).
+
+    Returns
+    -------
+    list of Path
+        The written files, one per reviewer.
+    """
     out_dir = Path(out_dir)
     paths = []
     for doc in simulate_answers(key, **params):

@@ -93,6 +93,19 @@ def find_cases(runs: Sequence[str | os.PathLike], *, new_label: str = "ATP"
     institution come from the file's ``meta``, else the case (site, metadata), else the
     job's ``.hydra/config.yaml``; ``"unknown"`` when none says. Sorted by (site,
     institution, run, patient id), so a seed alone fixes everything drawn later.
+
+    Parameters
+    ----------
+    runs : sequence of str or os.PathLike
+        Evaluation run folders (holding ``plans/``) or sweep folders of such jobs; jobs
+        whose status is not COMPLETED are left out.
+    new_label : str, optional
+        Plan label of the plan under review; default ``"ATP"``.
+
+    Returns
+    -------
+    list of SourceCase
+        One per plans file; `SourceError` for a bad, duplicate or missing file.
     """
     if not runs:
         raise SourceError("no evaluation run given (runs=[<run or sweep folder>, ...])")
