@@ -60,7 +60,21 @@ class Goal:
 
 
 def goal_from_dict(d: Mapping[str, Any], *, where: str) -> Goal:
-    """Build and validate one goal; ``where`` names it in error messages."""
+    """Build and validate one goal; ``where`` names it in error messages.
+
+    Parameters
+    ----------
+    d : Mapping
+        The goal's fields (``roi``, ``metric``, ``op``, ``priority`` required; ``value``,
+        ``value_pct_rx`` (% of Rx), ``tolerance_pct`` (%), ``role``, ``weight``, ``name``).
+    where : str
+        Where the goal comes from (list source and index), for error messages.
+
+    Returns
+    -------
+    Goal
+        The validated goal; GoalError on a bad field.
+    """
     if not isinstance(d, Mapping):
         raise GoalError(f"{where}: expected a mapping, got {type(d).__name__}")
     unknown = set(d) - _FIELDS
@@ -112,7 +126,20 @@ class GoalList:
     @classmethod
     def from_dicts(cls, items: Iterable[Mapping[str, Any]], *, source: str = "<memory>"
                    ) -> GoalList:
-        """A goal list from mappings (site YAML); an error names ``source`` and the goal."""
+        """A goal list from mappings (site YAML); an error names ``source`` and the goal.
+
+        Parameters
+        ----------
+        items : Iterable of Mapping
+            One mapping per goal (see `goal_from_dict`).
+        source : str, optional
+            Where the list comes from (a file name), kept for error messages.
+
+        Returns
+        -------
+        GoalList
+            The validated goals, in the given order.
+        """
         goals = tuple(goal_from_dict(d, where=f"{source}: goal {i} "
                                      f"({d.get('metric', '?')} {d.get('roi', '?')})"
                                      if isinstance(d, Mapping) else f"{source}: goal {i}")
@@ -121,7 +148,20 @@ class GoalList:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, *, key: str = "goals") -> GoalList:
-        """Read the list under ``key`` of a YAML file (e.g. ``conf/site/lung.yaml``)."""
+        """Read the list under ``key`` of a YAML file (e.g. ``conf/site/lung.yaml``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The YAML file.
+        key : str, optional
+            Top-level key holding the list of goals; default ``goals``.
+
+        Returns
+        -------
+        GoalList
+            The validated goals, with ``path`` as their source.
+        """
         path = Path(path)
         try:
             doc = yaml.safe_load(path.read_text())
@@ -133,7 +173,18 @@ class GoalList:
         return cls.from_dicts(items, source=str(path))
 
     def with_tolerances(self, tolerances: Mapping[str, float]) -> GoalList:
-        """Override tolerances by ROI name or goal name (institution/patient overlays)."""
+        """Override tolerances by ROI name or goal name (institution/patient overlays).
+
+        Parameters
+        ----------
+        tolerances : Mapping of str to float
+            Tolerance (%) by goal name or ROI name; a goal's name wins over its ROI.
+
+        Returns
+        -------
+        GoalList
+            A new list; goals not named keep their tolerance.
+        """
         out = []
         for g in self.goals:
             t = tolerances.get(g.name) if g.name in tolerances else tolerances.get(g.roi)
@@ -145,12 +196,39 @@ class GoalList:
         return GoalList(tuple(out), self.source)
 
     def extended(self, other: GoalList) -> GoalList:
-        """This list followed by ``other``'s goals."""
+        """This list followed by ``other``'s goals.
+
+        Parameters
+        ----------
+        other : GoalList
+            The goals to append.
+
+        Returns
+        -------
+        GoalList
+            The concatenation, with source ``<this source>+<other source>``.
+        """
         return GoalList(self.goals + other.goals, f"{self.source}+{other.source}")
 
 
 def expand_roi(pattern: str, available: Iterable[str], *, laterality: str | None) -> list[str]:
-    """ROI names a goal applies to: wildcard patterns and ipsi/contra resolution."""
+    """ROI names a goal applies to: wildcard patterns and ipsi/contra resolution.
+
+    Parameters
+    ----------
+    pattern : str
+        A ROI name or fnmatch pattern (``ptv_*``), possibly ending in ``_ipsi``/``_contra``.
+    available : Iterable of str
+        The case's ROI names, matched against a wildcard pattern.
+    laterality : str or None
+        ``left`` or ``right``; needed only for ``_ipsi``/``_contra`` names.
+
+    Returns
+    -------
+    list of str
+        The sorted matches of a wildcard pattern (possibly none), else the one resolved
+        name (not checked against ``available``).
+    """
     name = pattern
     if name.endswith(("_ipsi", "_contra")):
         if laterality not in ("left", "right"):

@@ -52,7 +52,19 @@ class Metric:
 
 
 def parse_metric(name: str) -> Metric:
-    """Parse a metric name; raise ValueError listing the grammar when it is unknown."""
+    """Parse a metric name; raise ValueError listing the grammar when it is unknown.
+
+    Parameters
+    ----------
+    name : str
+        A metric name of the module's grammar, e.g. ``D95%``, ``D0.03cc``, ``V20Gy``
+        (case and spaces ignored).
+
+    Returns
+    -------
+    Metric
+        The parsed metric, ``name`` kept as given.
+    """
     s = str(name).strip().lower().replace(" ", "")
     simple = {"dmax": "dmax", "dmin": "dmin", "dmean": "dmean", "hi": "hi"}
     if s in simple:
@@ -77,6 +89,22 @@ def evaluate_metric(metric: Metric, dose_gy: np.ndarray, mask: np.ndarray, *,
     """Value of ``metric`` for the voxels of ``mask`` (NaN for an empty mask).
 
     The computations are those of `atp.dosimetry` (numpy's linear percentiles).
+
+    Parameters
+    ----------
+    metric : Metric
+        The metric to evaluate (`parse_metric`).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+    mask : np.ndarray
+        Boolean ROI mask, same shape as ``dose_gy``.
+    spacing_mm : tuple of 3 floats
+        Voxel size (mm), (z, y, x); used by the cc metrics.
+
+    Returns
+    -------
+    float
+        The value in the metric's unit (``metric.unit``: Gy, %, cc or 1 for HI).
     """
     k, x = metric.kind, metric.param
     if k == "dmax":

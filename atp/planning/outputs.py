@@ -16,7 +16,26 @@ from atp.planning.report import write_report_csv, write_report_json
 def save_plan(out_dir: str | os.PathLike, case: PatientCase, result: PlanResult, *,
               predicted_dose_gy: np.ndarray | None = None, summary: dict | None = None
               ) -> dict[str, Path]:
-    """Write ``plan.npz`` (fluence, dose), ``goal_report.csv/.json`` and ``dvh.png``."""
+    """Write ``plan.npz`` (fluence, dose), ``goal_report.csv/.json`` and ``dvh.png``.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The run folder to write into (it must exist).
+    case : PatientCase
+        The planned case (patient id, ROIs and reference dose for the DVH figure).
+    result : PlanResult
+        The plan to save.
+    predicted_dose_gy : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x); saved and drawn when given.
+    summary : dict, optional
+        Extra fields for ``goal_report.json``.
+
+    Returns
+    -------
+    dict of str to Path
+        The written files, by key ``plan``, ``report_csv``, ``report_json`` and ``dvh``.
+    """
     from atp.viz import plot_dvh_overlay, save_figure
 
     out = Path(out_dir)
@@ -50,12 +69,16 @@ def previous_fluence(path: str, *, n_beamlets: int):
 
     Parameters
     ----------
-    path : a ``plan.npz`` written by `save_plan`, or the run folder holding it
-    n_beamlets : the beamlets of the beams to re-optimize
+    path : str
+        A ``plan.npz`` written by `save_plan`, or the run folder holding it.
+    n_beamlets : int
+        Number of beamlets of the beams to re-optimize.
 
     Returns
     -------
-    ndarray, float32, (n_beamlets,)
+    np.ndarray
+        The saved fluence (beamlet weights, float32 as `save_plan` writes it),
+        (n_beamlets,).
     """
     p = Path(path)
     p = p / "plan.npz" if p.is_dir() else p

@@ -43,7 +43,23 @@ class GoalOutcome:
 
 def goal_report(case: PatientCase, dose_gy: np.ndarray, resolved: list[ResolvedGoal]
                 ) -> list[GoalOutcome]:
-    """Evaluate every resolved goal on ``dose_gy`` (case grid)."""
+    """Evaluate every resolved goal on ``dose_gy`` (case grid).
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case the goals were resolved on (structures and voxel spacing).
+    dose_gy : np.ndarray
+        Dose (Gy) on the case grid, (z, y, x).
+    resolved : list of ResolvedGoal
+        The goals to evaluate (`resolve_goals`).
+
+    Returns
+    -------
+    list of GoalOutcome
+        One per resolved goal, in order: requested and achieved values (the metric's
+        unit), margin and whether it is met (to a relative slack of ``MET_RTOL``).
+    """
     out = []
     for r in resolved:
         m = r.goal.metric
@@ -60,7 +76,15 @@ def goal_report(case: PatientCase, dose_gy: np.ndarray, resolved: list[ResolvedG
 
 
 def write_report_csv(report: list[GoalOutcome], path: str | os.PathLike) -> None:
-    """Write the goal report as CSV, atomically."""
+    """Write the goal report as CSV, atomically.
+
+    Parameters
+    ----------
+    report : list of GoalOutcome
+        The rows, one per goal (the fields of `GoalOutcome` as columns).
+    path : str or os.PathLike
+        The CSV file to write.
+    """
     buf = io.StringIO()
     fields = list(GoalOutcome.__dataclass_fields__)
     w = csv.DictWriter(buf, fieldnames=fields)
@@ -71,6 +95,16 @@ def write_report_csv(report: list[GoalOutcome], path: str | os.PathLike) -> None
 
 
 def write_report_json(report: list[GoalOutcome], path: str | os.PathLike, **extra) -> None:
-    """Write the goal report (and any extra summary fields) as JSON, atomically."""
+    """Write the goal report (and any extra summary fields) as JSON, atomically.
+
+    Parameters
+    ----------
+    report : list of GoalOutcome
+        The goals, written under ``goals``.
+    path : str or os.PathLike
+        The JSON file to write.
+    **extra
+        Top-level summary fields (JSON-serializable), written before ``goals``.
+    """
     doc = {**extra, "goals": [asdict(o) for o in report]}
     atomic_write_text(path, json.dumps(doc, indent=2))

@@ -47,7 +47,27 @@ def resolve_goals(case: PatientCase, goal_list: GoalList, *,
                   predicted_dose_gy: np.ndarray | None = None,
                   tolerances: Mapping[str, float] | None = None,
                   ) -> tuple[list[ResolvedGoal], list[str]]:
-    """Resolved goals and the names of goals skipped because the case lacks the ROI."""
+    """Resolved goals and the names of goals skipped because the case lacks the ROI.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case the goals are applied to (ROIs, prescriptions, laterality).
+    goal_list : GoalList
+        The goals, ROI patterns not yet expanded.
+    predicted_dose_gy : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x); None: organ goals take the
+        list's ``value`` (source ``protocol``).
+    tolerances : Mapping of str to float, optional
+        Tolerance overrides (%) by ROI or goal name (`GoalList.with_tolerances`).
+
+    Returns
+    -------
+    resolved : list of ResolvedGoal
+        One per goal and expanded ROI, each with its value.
+    skipped : list of str
+        ``metric(roi)`` of each goal whose ROI is absent or empty.
+    """
     if tolerances:
         goal_list = goal_list.with_tolerances(tolerances)
     if predicted_dose_gy is not None and predicted_dose_gy.shape != case.shape:

@@ -21,7 +21,20 @@ def _per_site(institution: Mapping | None, key: str, site: str) -> Any:
 
 
 def goal_list_for(site_cfg: Mapping, institution: Mapping | None = None) -> GoalList:
-    """The site's goal list followed by the institution's extra goals for that site."""
+    """The site's goal list followed by the institution's extra goals for that site.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+
+    Returns
+    -------
+    GoalList
+        The site's ``goals``, then the institution's ``goals.<site>``.
+    """
     name = site_cfg["name"]
     goals = GoalList.from_dicts(site_cfg.get("goals") or [], source=f"site/{name}.yaml")
     extra = _per_site(institution, "goals", name)
@@ -33,7 +46,22 @@ def goal_list_for(site_cfg: Mapping, institution: Mapping | None = None) -> Goal
 
 def tolerances_for(site_cfg: Mapping, institution: Mapping | None = None,
                    overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Institution tolerances for the site, then per-run/per-patient overrides on top."""
+    """Institution tolerances for the site, then per-run/per-patient overrides on top.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+    overrides : Mapping of str to float, optional
+        Tolerances (%) by ROI or goal name that replace the institution's.
+
+    Returns
+    -------
+    dict of str to float
+        Tolerance (%) by ROI or goal name.
+    """
     out = dict(_per_site(institution, "tolerance", site_cfg["name"]) or {})
     out.update(overrides or {})
     return {str(k): float(v) for k, v in out.items()}
@@ -46,6 +74,22 @@ def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None, *,
     Where the institution mixes techniques (a list of variants, `atp.planning.techniques`)
     the variant is ``technique`` by name, else the one of ``case`` (its stored technique,
     or a stable draw from its id, `technique_for_case`), else the first variant.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+    technique : str, optional
+        A variant name; ValueError when the mix has none of that name.
+    case : PatientCase, optional
+        The patient, whose variant is used when ``technique`` is None.
+
+    Returns
+    -------
+    dict
+        The technique configuration for `atp.dose.beams_from_config`.
     """
     variants = technique_variants(site_cfg, institution)
     if technique is None and case is not None:
@@ -63,7 +107,20 @@ def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None, *,
 
 def prescription_schemes_for(site_cfg: Mapping, institution: Mapping | None = None
                              ) -> list[dict]:
-    """The institution's prescription schemes for the site, else the site's."""
+    """The institution's prescription schemes for the site, else the site's.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+
+    Returns
+    -------
+    list of dict
+        Copies of the scheme mappings (empty when neither config has any).
+    """
     schemes = _per_site(institution, "prescriptions", site_cfg["name"])
     return [dict(s) for s in (schemes or site_cfg.get("prescriptions") or [])]
 
@@ -78,11 +135,16 @@ def case_beams(case, site_cfg: Mapping, institution: Mapping | None = None, *,
     Parameters
     ----------
     case : PatientCase
-    site_cfg, institution : the site facts and the institution overlay
-    source : ``patient``: the case's own beams when it carries an imported RTPLAN (the
+        The patient (metadata ``beams`` and ``laterality``, targets for the isocentre).
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+    source : str, optional
+        ``patient``: the case's own beams when it carries an imported RTPLAN (the
         study kept each patient's original beam configuration), else the institution's
         template; ``template``: always the template (`beam_config_for`), isocentre at the
-        targets' centre
+        targets' centre.
 
     Returns
     -------

@@ -17,7 +17,21 @@ DERIVED = ("normal_tissue", "lungs")
 
 
 def structure_mask(case: PatientCase, name: str) -> np.ndarray | None:
-    """Mask of ROI or derived structure ``name``; None when the case cannot provide it."""
+    """Mask of ROI or derived structure ``name``; None when the case cannot provide it.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case whose ROIs, body and targets define the structure.
+    name : str
+        A canonical ROI name, ``normal_tissue``, ``lungs`` or ``ring_<inner>_<outer>``.
+
+    Returns
+    -------
+    np.ndarray or None
+        Boolean mask on the case grid, (z, y, x); None for an unknown name, or for
+        ``lungs`` when the case has neither lung.
+    """
     if name in case.rois:
         return case.rois[name].mask
     if name == "normal_tissue":

@@ -39,6 +39,19 @@ def technique_variants(site_cfg: Mapping, institution: Mapping | None = None) ->
     A single technique gives one variant (named after its technique unless it has a
     ``name``, with ``cases`` 1 unless given). Raises ValueError naming the config for a
     malformed list.
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping, optional
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+
+    Returns
+    -------
+    list of dict
+        Copies of the variants, in config order, each with ``name``, ``cases`` and its
+        technique keys.
     """
     site = site_cfg["name"]
     inst = (institution or {}).get("name", "?")
@@ -76,12 +89,36 @@ def technique_variants(site_cfg: Mapping, institution: Mapping | None = None) ->
 
 
 def beam_config(variant: Mapping) -> dict:
-    """The variant's technique configuration (for `atp.dose.beams_from_config`)."""
+    """The variant's technique configuration (for `atp.dose.beams_from_config`).
+
+    Parameters
+    ----------
+    variant : Mapping
+        One variant of `technique_variants`.
+
+    Returns
+    -------
+    dict
+        The variant without its mix keys (``MIX_KEYS``).
+    """
     return {k: v for k, v in variant.items() if k not in MIX_KEYS}
 
 
 def apportion(shares: Sequence[float], n: int) -> list[int]:
-    """Largest-remainder apportionment of ``n`` patients to ``shares`` (ties: earlier)."""
+    """Largest-remainder apportionment of ``n`` patients to ``shares`` (ties: earlier).
+
+    Parameters
+    ----------
+    shares : Sequence of float
+        Relative shares, each > 0 (need not sum to 1).
+    n : int
+        Number of patients, >= 0.
+
+    Returns
+    -------
+    list of int
+        Patients per share, summing to ``n``.
+    """
     w = [Fraction(str(float(s))) for s in shares]
     if not w or any(x <= 0 for x in w):
         raise ValueError(f"shares must be a non-empty list of numbers > 0, got {list(shares)}")
@@ -107,12 +144,37 @@ def assign_by_share(shares: Sequence[float], n: int, *, seed: int | Sequence[int
 
     The counts are `apportion` (exact proportions up to rounding), their order a
     permutation drawn from ``seed``. Deterministic for (shares, n, seed).
+
+    Parameters
+    ----------
+    shares : Sequence of float
+        Relative shares, each > 0.
+    n : int
+        Number of patients, >= 0.
+    seed : int or Sequence of int
+        Seed of numpy's default generator for the order.
+
+    Returns
+    -------
+    list of int
+        Index into ``shares`` for each of the ``n`` patients.
     """
     return _permuted(apportion(shares, n), seed)
 
 
 def technique_group(variant: Mapping) -> tuple[str, str]:
-    """(technique, mlc): the rows of Table 1 (dIMRT, sIMRT, VMAT)."""
+    """(technique, mlc): the rows of Table 1 (dIMRT, sIMRT, VMAT).
+
+    Parameters
+    ----------
+    variant : Mapping
+        One variant of `technique_variants`.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The technique in lower case and the ``mlc`` value (``""`` when not given).
+    """
     return str(variant.get("technique", "")).lower(), str(variant.get("mlc") or "")
 
 
@@ -124,6 +186,20 @@ def assign_variants(variants: Sequence[Mapping], n: int, *,
     are first apportioned to the technique groups (`technique_group`, e.g. dIMRT 27 and
     sIMRT 3 of 30), then within a group to its variants (the even split of "7 ~ 10
     fields"); the order is a permutation drawn from ``seed``.
+
+    Parameters
+    ----------
+    variants : Sequence of Mapping
+        The variants of `technique_variants` (``name``, ``cases``, technique).
+    n : int
+        Number of patients, >= 0.
+    seed : int or Sequence of int
+        Seed of numpy's default generator for the order.
+
+    Returns
+    -------
+    list of str
+        The variant name of each of the ``n`` patients.
     """
     groups: dict[tuple[str, str], list[int]] = {}
     for i, v in enumerate(variants):
@@ -155,6 +231,22 @@ def technique_for_case(site_cfg: Mapping, institution: Mapping | None, *,
     - no stored technique (OpenKBP, DICOM, a case of your own): the first variant, the
       institution's default (A's NPC default is the 9 equispaced fields of OpenKBP's
       reference plans).
+
+    Parameters
+    ----------
+    site_cfg : Mapping
+        The site's facts (``conf/site/<name>.yaml``; needs ``name``).
+    institution : Mapping or None
+        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+    patient_id : str
+        The patient's id (hashed for a variant drawn here).
+    metadata : Mapping, optional
+        The case metadata (its ``technique`` entry, if any).
+
+    Returns
+    -------
+    str
+        The variant name.
     """
     variants = technique_variants(site_cfg, institution)
     names = [v["name"] for v in variants]
@@ -170,5 +262,18 @@ def technique_for_case(site_cfg: Mapping, institution: Mapping | None, *,
 
 
 def technique_counts(variants: Sequence[Mapping], assigned: Sequence[str]) -> dict[str, int]:
-    """How many patients got each variant (every variant listed, in config order)."""
+    """How many patients got each variant (every variant listed, in config order).
+
+    Parameters
+    ----------
+    variants : Sequence of Mapping
+        The variants (each with ``name``).
+    assigned : Sequence of str
+        The variant name of each patient (`assign_variants`).
+
+    Returns
+    -------
+    dict of str to int
+        Patients per variant name (0 for a variant nobody got).
+    """
     return {v["name"]: sum(a == v["name"] for a in assigned) for v in variants}
