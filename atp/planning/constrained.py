@@ -36,14 +36,43 @@ def _tolerance(t: Term, rtol: float) -> np.ndarray:
 def broken(terms: Sequence[Term], dose: np.ndarray, rtol: float | Sequence[float]
            ) -> list[int]:
     """Indices of the ``terms`` whose achieved value on ``dose`` breaks the limit by more
-    than ``rtol`` (relative to the limit; one value or one per term)."""
+    than ``rtol`` (relative to the limit; one value or one per term).
+
+    Parameters
+    ----------
+    terms : Sequence of Term
+        Terms with a direction (limits).
+    dose : np.ndarray
+        Dose (Gy) at the matrix rows, (n_rows,) (`FluenceProblem.dose`).
+    rtol : float or Sequence of float
+        Relative tolerance on each limit (one value, or one per term).
+
+    Returns
+    -------
+    list of int
+        Indices into ``terms`` of the broken ones.
+    """
     rtols = np.broadcast_to(np.asarray(rtol, dtype=np.float64), (len(terms),))
     return [i for i, t in enumerate(terms)
             if np.any(t.violation(dose[t.rows]) > _tolerance(t, rtols[i]))]
 
 
 def worst_violation(terms: Sequence[Term], dose: np.ndarray) -> float:
-    """The largest violation relative to its limit over ``terms`` (0 when all are met)."""
+    """The largest violation relative to its limit over ``terms`` (0 when all are met).
+
+    Parameters
+    ----------
+    terms : Sequence of Term
+        Terms with a direction (limits).
+    dose : np.ndarray
+        Dose (Gy) at the matrix rows, (n_rows,) (`FluenceProblem.dose`).
+
+    Returns
+    -------
+    float
+        The largest violation divided by its limit (a fraction; 0.0 when none is
+        violated).
+    """
     out = 0.0
     for t in terms:
         v = t.violation(dose[t.rows]) / np.maximum(np.abs(np.asarray(t.limit_gy)), 1e-6)
@@ -57,6 +86,28 @@ def repair(problem: FluenceProblem, terms: Sequence[Term], w: np.ndarray,
 
     Returns ``(fluence, met)``; ``w`` unchanged when it already meets them, and
     ``met`` False when not even the witness does.
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : Sequence of Term
+        The limits to meet.
+    w : np.ndarray
+        Fluence (beamlet weights) to repair, (n_beamlets,).
+    witness : np.ndarray
+        A fluence that meets every limit, (n_beamlets,).
+    rtol : float or Sequence of float
+        Relative tolerance on each limit (`broken`).
+    steps : int, optional
+        Bisection steps along the segment.
+
+    Returns
+    -------
+    fluence : np.ndarray
+        The repaired fluence, float32, (n_beamlets,).
+    met : bool
+        Whether it meets every limit.
     """
     w = np.asarray(w, np.float32)
     if not broken(terms, problem.dose(w), rtol):
@@ -85,6 +136,36 @@ def solve_hard(problem: FluenceProblem, terms: list[Term], hard: Sequence[int],
     them cut the worst violation by less than 10 % (an infeasible set looks like that).
     Returns the fluence, the solves (named ``name``, ``name_al1``, ...) and whether every
     hard term is met.
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : list of Term
+        All terms of the objective.
+    hard : Sequence of int
+        Indices into ``terms`` of the hard limits.
+    w0 : np.ndarray
+        Start fluence (beamlet weights), (n_beamlets,).
+    solve : callable
+        ``solve(terms, w0) -> SolveResult``, the bound-constrained solve to repeat.
+    rounds : int
+        At most this many multiplier rounds after the first solve.
+    boost : float
+        Penalty weight growth (>= 1) when a round did not cut the worst violation.
+    rtol : float or Sequence of float
+        Relative tolerance on each hard limit (one value, or one per index of ``hard``).
+    name : str
+        Name of the first solve (later ones get ``_al<k>``).
+
+    Returns
+    -------
+    fluence : np.ndarray
+        The last solve's fluence, (n_beamlets,).
+    solves : list of (str, SolveResult)
+        Every solve, named.
+    met : bool
+        Whether every hard term is met.
     """
     hard = list(hard)
     base = [terms[i] for i in hard]
@@ -129,7 +210,34 @@ def achievable(problem: FluenceProblem, hard_terms: list[Term], index: int, w0: 
                ) -> tuple[np.ndarray, list[tuple[str, SolveResult]]]:
     """A fluence with ``hard_terms[index]`` as tight as it gets while the other hard terms
     are met: its penalty minimized under the others as hard limits. Returns the fluence
-    and the solves."""
+    and the solves.
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    hard_terms : list of Term
+        The hard limits (priority-1 terms).
+    index : int
+        Index into ``hard_terms`` of the term to tighten.
+    w0 : np.ndarray
+        Start fluence (beamlet weights), (n_beamlets,).
+    solve : callable
+        ``solve(terms, w0) -> SolveResult``, the bound-constrained solve to repeat.
+    rounds : int
+        At most this many multiplier rounds after the first solve.
+    boost : float
+        Penalty weight growth (>= 1) when a round did not cut the worst violation.
+    rtol : float
+        Relative tolerance on the other limits.
+
+    Returns
+    -------
+    fluence : np.ndarray
+        The fluence reached, (n_beamlets,).
+    solves : list of (str, SolveResult)
+        The solves, named ``achievable_<index>...``.
+    """
     others = [i for i in range(len(hard_terms)) if i != index]
     w, results, _ = solve_hard(problem, hard_terms, others, w0, solve, rounds=rounds,
                                boost=boost, rtol=rtol, name=f"achievable_{index}")

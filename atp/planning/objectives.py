@@ -39,7 +39,18 @@ GOAL_TERMS: dict[tuple[str, str], type[Term]] = {}
 
 
 def register(cls: type[Term]) -> type[Term]:
-    """Class decorator: make a term class known by its ``kind`` and its ``goals``."""
+    """Class decorator: make a term class known by its ``kind`` and its ``goals``.
+
+    Parameters
+    ----------
+    cls : type of Term
+        The term class; ValueError when its kind or goals belong to another class.
+
+    Returns
+    -------
+    type of Term
+        ``cls`` itself, now in `TERMS` and `GOAL_TERMS`.
+    """
     if not cls.kind:
         raise ValueError(f"term class {cls.__name__} has no kind")
     if TERMS.get(cls.kind, cls) is not cls:
@@ -54,7 +65,13 @@ def register(cls: type[Term]) -> type[Term]:
 
 
 def unregister(cls: type[Term]) -> None:
-    """Remove a term class from the registry (tests that add a toy kind)."""
+    """Remove a term class from the registry (tests that add a toy kind).
+
+    Parameters
+    ----------
+    cls : type of Term
+        The term class to forget (its kind and goals; absent entries are ignored).
+    """
     if TERMS.get(cls.kind) is cls:
         del TERMS[cls.kind]
     for key in [k for k, c in GOAL_TERMS.items() if c is cls]:
@@ -62,7 +79,20 @@ def unregister(cls: type[Term]) -> None:
 
 
 def make_term(kind: str, **fields) -> Term:
-    """A term of the registered ``kind``; ``fields`` are the class's dataclass fields."""
+    """A term of the registered ``kind``; ``fields`` are the class's dataclass fields.
+
+    Parameters
+    ----------
+    kind : str
+        A registered kind name (a key of `TERMS`).
+    **fields
+        The term's fields (``rows``, ``limit_gy``, ``weight``, ...).
+
+    Returns
+    -------
+    Term
+        The new term.
+    """
     if kind not in TERMS:
         raise ValueError(f"unknown objective kind '{kind}' (known: {sorted(TERMS)})")
     return TERMS[kind](**fields)
@@ -130,29 +160,102 @@ class Term:
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
-        """The term for one resolved goal (the goal's value as the limit)."""
+        """The term for one resolved goal (the goal's value as the limit).
+
+        Parameters
+        ----------
+        spec : GoalSpec
+            The resolved goal, its rows, weight and reference doses.
+
+        Returns
+        -------
+        Term
+            The goal's term.
+        """
         return cls(limit_gy=spec.goal.value, **spec.fields)
 
     # --- what a kind defines -------------------------------------------------------------
     def value_grad(self, d):
-        """Penalty and its gradient with respect to ``d``, the doses of ``rows``."""
+        """Penalty and its gradient with respect to ``d``, the doses of ``rows``.
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        value : float
+            The dimensionless penalty.
+        grad : np.ndarray
+            Its gradient (1/Gy), same shape as ``d``.
+        """
         raise NotImplementedError
 
     def curvature(self, d, v):
-        """Gauss-Newton Hessian of the penalty (w.r.t. ``d``) times ``v``."""
+        """Gauss-Newton Hessian of the penalty (w.r.t. ``d``) times ``v``.
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+        v : np.ndarray
+            A direction in dose space (Gy), same shape as ``d``.
+
+        Returns
+        -------
+        np.ndarray
+            The product, same shape as ``d``.
+        """
         raise NotImplementedError
 
     def achieved(self, d: np.ndarray) -> float | np.ndarray:
-        """The quantity the term limits, on the doses of ``rows`` (a float or per row)."""
+        """The quantity the term limits, on the doses of ``rows`` (a float or per row).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,).
+
+        Returns
+        -------
+        float or np.ndarray
+            The achieved value (Gy): one number, or one per row for ``voxelwise`` terms.
+        """
         raise NotImplementedError
 
     # --- generic, from direction and achieved --------------------------------------------
     def with_limit(self, limit_gy: float | np.ndarray, **changes) -> Term:
-        """A copy with another limit (and any other field changed)."""
+        """A copy with another limit (and any other field changed).
+
+        Parameters
+        ----------
+        limit_gy : float or np.ndarray
+            The new limit (Gy): a scalar or one value per row.
+        **changes
+            Other fields to change (``weight``, ``label``, ...).
+
+        Returns
+        -------
+        Term
+            The copy (same class).
+        """
         return dataclasses.replace(self, limit_gy=limit_gy, **changes)
 
     def violation(self, d: np.ndarray) -> np.ndarray:
-        """How far the achieved value lies on the wrong side of the limit (> 0: violated)."""
+        """How far the achieved value lies on the wrong side of the limit (> 0: violated).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,).
+
+        Returns
+        -------
+        np.ndarray
+            The violation (Gy), float64: 0-d, or one per row for ``voxelwise`` terms.
+            ValueError for a term without a ``direction``.
+        """
         if self.direction is None:
             raise ValueError(f"objective '{self.label}' is not a limit")
         a = np.asarray(self.achieved(d), dtype=np.float64)
@@ -162,7 +265,18 @@ class Term:
     def piece_violation(self, d: np.ndarray) -> np.ndarray:
         """`violation` of each piece the penalty acts on (each voxel of a maximum or
         minimum limit, else the one achieved value): the augmented Lagrangian's
-        constraints (`atp.planning.constrained`)."""
+        constraints (`atp.planning.constrained`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,).
+
+        Returns
+        -------
+        np.ndarray
+            The violation (Gy) of each piece, float64, 1-D.
+        """
         return np.atleast_1d(self.violation(d))
 
     def held(self, d: np.ndarray, *, slack: float, weight: float) -> Term | None:
@@ -171,6 +285,20 @@ class Term:
         Its limit stays the term's own limit where it is met (so a met hard constraint
         stays met), else becomes the achieved value loosened by ``slack``. Terms without
         a direction are not held (they are not limits).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,).
+        slack : float
+            Relative loosening of a broken limit (0.02: 2 %).
+        weight : float
+            The copy's weight.
+
+        Returns
+        -------
+        Term or None
+            The held copy, labelled ``held: <label>``; None without a direction.
         """
         if self.direction is None:
             return None
@@ -189,7 +317,18 @@ class _Residual(Term):
     """Penalty ``sum(r^2) / (ref^2 n)`` of a residual ``r`` with an identity Jacobian."""
 
     def residual(self, d):
-        """The residual ``r`` on the doses of ``rows`` (0 where the limit holds)."""
+        """The residual ``r`` on the doses of ``rows`` (0 where the limit holds).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         raise NotImplementedError
 
     def _scale(self) -> float:
@@ -214,7 +353,18 @@ class UpperMax(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmax", "<="),)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -234,7 +384,18 @@ class LowerMin(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmin", ">="),)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         return (d - self.limit_gy).clip(max=0.0)
 
     def achieved(self, d):
@@ -254,7 +415,18 @@ class Falloff(_Residual):
     voxelwise: ClassVar[bool] = True
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -272,12 +444,34 @@ class Uniformity(_Residual):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
-        """The term for one resolved goal (see `Term.from_goal`)."""
+        """The term for one resolved goal (see `Term.from_goal`).
+
+        Parameters
+        ----------
+        spec : GoalSpec
+            The resolved goal, its rows, weight and reference doses.
+
+        Returns
+        -------
+        Term
+            The goal's term.
+        """
         rx = spec.rx_max_gy
         return cls(limit_gy=spec.goal.rx_gy or rx, **{**spec.fields, "ref_gy": rx})
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         return d - self.limit_gy
 
     def achieved(self, d):
@@ -344,7 +538,18 @@ class _DoseVolume(_Residual):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
-        """The term for one resolved goal (see `Term.from_goal`)."""
+        """The term for one resolved goal (see `Term.from_goal`).
+
+        Parameters
+        ----------
+        spec : GoalSpec
+            The resolved goal, its rows, weight and reference doses.
+
+        Returns
+        -------
+        Term
+            The goal's term.
+        """
         limit, pct = cls._limit_and_pct(spec)
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
@@ -374,7 +579,18 @@ class UpperDvh(_DoseVolume):
 
     @classmethod
     def from_goal(cls, spec: GoalSpec) -> Term:
-        """The term for one resolved goal (see `Term.from_goal`)."""
+        """The term for one resolved goal (see `Term.from_goal`).
+
+        Parameters
+        ----------
+        spec : GoalSpec
+            The resolved goal, its rows, weight and reference doses.
+
+        Returns
+        -------
+        Term
+            The goal's term.
+        """
         limit, pct = cls._limit_and_pct(spec)
         if spec.goal.goal.metric.kind in ("dpct", "dcc") and pct * spec.rows.size / 100 < 1:
             # less than one voxel may exceed the limit (D0.03cc on coarse grids): a
@@ -383,7 +599,18 @@ class UpperDvh(_DoseVolume):
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         v = self.limit_gy
         return (d - v) * ((d > v) & (d <= self._d_x(d)))
 
@@ -399,7 +626,18 @@ class LowerDvh(_DoseVolume):
         ("dpct", ">="), ("dcc", ">="), ("vgy", ">="), ("vgy_cc", ">="))
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`)."""
+        """The residual on ``d`` (see `_Residual`).
+
+        Parameters
+        ----------
+        d : np.ndarray
+            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
+
+        Returns
+        -------
+        np.ndarray
+            The residual (Gy), same shape as ``d``.
+        """
         v = self.limit_gy
         return (d - v) * ((d < v) & (d >= self._d_x(d)))
 
@@ -410,6 +648,22 @@ def total_objective(terms: list[Term], dose_gy: np.ndarray) -> tuple[float, np.n
 
     Returns the total, its gradient with respect to the full dose vector and each term's
     unweighted value.
+
+    Parameters
+    ----------
+    terms : list of Term
+        The terms; their ``rows`` index ``dose_gy``.
+    dose_gy : np.ndarray
+        Dose (Gy) at the rows of the dose matrix, (n_rows,).
+
+    Returns
+    -------
+    total : float
+        The normalized weighted sum (dimensionless).
+    grad : np.ndarray
+        Its gradient w.r.t. ``dose_gy`` (1/Gy), float64, (n_rows,).
+    values : np.ndarray
+        Each term's unweighted penalty, float64, (len(terms),).
     """
     wsum = float(sum(t.weight for t in terms))
     grad = np.zeros(dose_gy.shape[0], dtype=np.float64)
@@ -424,7 +678,22 @@ def total_objective(terms: list[Term], dose_gy: np.ndarray) -> tuple[float, np.n
 
 
 def total_curvature(terms: list[Term], dose_gy: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Gauss-Newton Hessian of `total_objective` (w.r.t. the dose) times ``v``."""
+    """Gauss-Newton Hessian of `total_objective` (w.r.t. the dose) times ``v``.
+
+    Parameters
+    ----------
+    terms : list of Term
+        The terms; their ``rows`` index ``dose_gy``.
+    dose_gy : np.ndarray
+        Dose (Gy) at the rows of the dose matrix, (n_rows,).
+    v : np.ndarray
+        A direction in dose space (Gy), (n_rows,).
+
+    Returns
+    -------
+    np.ndarray
+        The product, float64, (n_rows,).
+    """
     wsum = float(sum(t.weight for t in terms))
     out = np.zeros(dose_gy.shape[0], dtype=np.float64)
     for t in terms:

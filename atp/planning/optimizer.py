@@ -42,13 +42,37 @@ class SmoothnessTerm:
         return self.strength / (max(self.pairs.shape[0], 1) * self.w_ref ** 2)
 
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        """Penalty on neighbouring beamlet differences and its gradient w.r.t. ``w``."""
+        """Penalty on neighbouring beamlet differences and its gradient w.r.t. ``w``.
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+
+        Returns
+        -------
+        value : float
+            The dimensionless penalty.
+        grad : np.ndarray
+            Its gradient w.r.t. ``w``, (n_beamlets,).
+        """
         r = self.pairs @ w
         scale = self._scale()
         return float(np.dot(r, r)) * scale, 2.0 * scale * (self.pairs.T @ r)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
-        """The penalty's Hessian times ``v``."""
+        """The penalty's Hessian times ``v``.
+
+        Parameters
+        ----------
+        v : np.ndarray
+            A direction in fluence space, (n_beamlets,).
+
+        Returns
+        -------
+        np.ndarray
+            The product, (n_beamlets,).
+        """
         return 2.0 * self._scale() * (self.pairs.T @ (self.pairs @ v))
 
 
@@ -67,7 +91,16 @@ class SolveResult:
 
 
 class NumpyObjective:
-    """Objective, gradient and Gauss-Newton Hessian products with scipy.sparse."""
+    """Objective, gradient and Gauss-Newton Hessian products with scipy.sparse.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse matrix
+        Dose-influence matrix (Gy per unit beamlet weight), (n_rows, n_beamlets); kept
+        as is when CSC/CSR float32, else converted.
+    device : str, optional
+        Must be ``cpu`` (ValueError otherwise).
+    """
 
     name = "numpy"
 
@@ -83,26 +116,86 @@ class NumpyObjective:
         self.n_beamlets = self.matrix.shape[1]
 
     def dose(self, w: np.ndarray) -> np.ndarray:
-        """Dose of fluence ``w`` at the matrix rows (float32)."""
+        """Dose of fluence ``w`` at the matrix rows (float32).
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+
+        Returns
+        -------
+        np.ndarray
+            Dose (Gy) at the matrix rows, float32, (n_rows,).
+        """
         return self.matrix @ np.asarray(w).astype(np.float32, copy=False)
 
     def evaluate(self, w: np.ndarray, terms: list[Term]) -> tuple[float, np.ndarray,
                                                                   np.ndarray, np.ndarray]:
-        """Objective, gradient w.r.t. ``w`` (float64), per-term values and the dose."""
+        """Objective, gradient w.r.t. ``w`` (float64), per-term values and the dose.
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+
+        Returns
+        -------
+        f : float
+            The normalized weighted objective (`total_objective`).
+        grad : np.ndarray
+            Its gradient w.r.t. ``w``, float64, (n_beamlets,).
+        values : np.ndarray
+            Each term's unweighted penalty, (len(terms),).
+        dose : np.ndarray
+            Dose (Gy) at the matrix rows, float32, (n_rows,).
+        """
         dose = self.dose(w)
         f, g_dose, values = total_objective(terms, dose)
         g = (self.matrix_t @ g_dose.astype(np.float32)).astype(np.float64)
         return float(f), g, values, dose
 
     def hess_vec(self, dose: np.ndarray, terms: list[Term], v: np.ndarray) -> np.ndarray:
-        """Gauss-Newton Hessian at ``dose`` times ``v``: D^T C D v (two sparse products)."""
+        """Gauss-Newton Hessian at ``dose`` times ``v``: D^T C D v (two sparse products).
+
+        Parameters
+        ----------
+        dose : np.ndarray
+            Dose (Gy) at the matrix rows, (n_rows,), where the curvature is taken.
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+        v : np.ndarray
+            A direction in fluence space, (n_beamlets,).
+
+        Returns
+        -------
+        np.ndarray
+            The product, float64, (n_beamlets,).
+        """
         dv = self.matrix @ v.astype(np.float32)
         c = total_curvature(terms, dose, dv.astype(np.float64))
         return (self.matrix_t @ c.astype(np.float32)).astype(np.float64)
 
 
 def make_backend(name: str, matrix, *, device: str = "cpu"):
-    """The objective backend ``name`` (see `BACKENDS`) for ``matrix`` on ``device``."""
+    """The objective backend ``name`` (see `BACKENDS`) for ``matrix`` on ``device``.
+
+    Parameters
+    ----------
+    name : str
+        ``numpy`` or a key of `BACKENDS` (``torch``).
+    matrix : scipy.sparse matrix
+        Dose-influence matrix (Gy per unit beamlet weight), (n_rows, n_beamlets).
+    device : str, optional
+        ``cpu``, or ``cuda[:n]`` for the torch backend.
+
+    Returns
+    -------
+    NumpyObjective or the backend class's instance
+        An object with ``matrix``, ``n_beamlets``, ``dose``, ``evaluate``, ``hess_vec``.
+    """
     if name == "numpy":
         return NumpyObjective(matrix, device=device)
     if name not in BACKENDS:
@@ -115,7 +208,17 @@ def make_backend(name: str, matrix, *, device: str = "cpu"):
 
 
 class FluenceProblem:
-    """The dose matrix on a backend, the objective evaluation and the solvers."""
+    """The dose matrix on a backend, the objective evaluation and the solvers.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse matrix
+        Dose-influence matrix (Gy per unit beamlet weight), (n_rows, n_beamlets).
+    backend : str, optional
+        Objective backend by name (`make_backend`); default ``numpy``.
+    device : str, optional
+        ``cpu``, or ``cuda[:n]`` for the torch backend.
+    """
 
     def __init__(self, matrix, *, backend: str = "numpy", device: str = "cpu"):
         self.backend = make_backend(backend, matrix, device=device)
@@ -128,13 +231,38 @@ class FluenceProblem:
         return self.backend.matrix
 
     def dose(self, w: np.ndarray) -> np.ndarray:
-        """Dose of fluence ``w`` at the matrix rows (float32, numpy)."""
+        """Dose of fluence ``w`` at the matrix rows (float32, numpy).
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+
+        Returns
+        -------
+        np.ndarray
+            Dose (Gy) at the matrix rows, float32, (n_rows,).
+        """
         if self._last is not None and np.array_equal(self._last[0], w):
             return self._last[1]
         return np.asarray(self.backend.dose(w))
 
     def uniform_fluence(self, target_rows: np.ndarray, target_dose_gy: float) -> np.ndarray:
-        """A flat fluence scaled so that the target's mean dose equals ``target_dose_gy``."""
+        """A flat fluence scaled so that the target's mean dose equals ``target_dose_gy``.
+
+        Parameters
+        ----------
+        target_rows : np.ndarray
+            Indices of the matrix rows inside the targets.
+        target_dose_gy : float
+            The mean target dose (Gy) to reach.
+
+        Returns
+        -------
+        np.ndarray
+            Equal beamlet weights, float32, (n_beamlets,); ValueError when the beams
+            give the target no dose.
+        """
         ones = np.ones(self.n_beamlets, dtype=np.float32)
         mean = float(self.dose(ones)[target_rows].mean(dtype=np.float64))
         if not mean > 0:
@@ -143,7 +271,26 @@ class FluenceProblem:
 
     def evaluate(self, w: np.ndarray, terms: list[Term],
                  smooth: SmoothnessTerm | None = None) -> tuple[float, np.ndarray, np.ndarray]:
-        """Objective, gradient w.r.t. ``w`` (float64) and per-term values."""
+        """Objective, gradient w.r.t. ``w`` (float64) and per-term values.
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+        smooth : SmoothnessTerm, optional
+            A fluence smoothness penalty added to the objective.
+
+        Returns
+        -------
+        f : float
+            The objective (normalized weighted sum plus smoothness).
+        grad : np.ndarray
+            Its gradient w.r.t. ``w``, float64, (n_beamlets,).
+        values : np.ndarray
+            Each term's unweighted penalty, (len(terms),).
+        """
         f, g, values, dose = self.backend.evaluate(w, terms)
         self._last = (np.array(w, copy=True), np.asarray(dose))
         if smooth is not None:
@@ -154,7 +301,24 @@ class FluenceProblem:
 
     def hess_vec(self, w: np.ndarray, terms: list[Term], v: np.ndarray,
                  smooth: SmoothnessTerm | None = None) -> np.ndarray:
-        """Gauss-Newton Hessian of the objective at ``w`` times ``v``."""
+        """Gauss-Newton Hessian of the objective at ``w`` times ``v``.
+
+        Parameters
+        ----------
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+        v : np.ndarray
+            A direction in fluence space, (n_beamlets,).
+        smooth : SmoothnessTerm, optional
+            A fluence smoothness penalty added to the objective.
+
+        Returns
+        -------
+        np.ndarray
+            The product, (n_beamlets,).
+        """
         hv = np.asarray(self.backend.hess_vec(self.dose(w), terms, v))
         return hv + smooth.hess_vec(v) if smooth is not None else hv
 
@@ -168,6 +332,30 @@ class FluenceProblem:
         0, once no goal metric moved more than ``stop_gy`` Gy over the last
         ``stop_window`` iterations; with ``stop_gy`` = 0, once the last ``stop_window``
         iterations improved the objective by less than ``rtol`` of its current value.
+
+        Parameters
+        ----------
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+        w0 : np.ndarray
+            Start fluence (beamlet weights), (n_beamlets,).
+        max_iter : int, optional
+            Iteration cap.
+        smooth : SmoothnessTerm, optional
+            A fluence smoothness penalty added to the objective.
+        solver : str, optional
+            A key of `atp.planning.solvers.SOLVERS`; default ``lbfgsb``.
+        stop_gy : float, optional
+            Goal-metric movement (Gy) below which the solve stops; 0: objective rule.
+        stop_window : int, optional
+            Iterations the stop rule looks back over.
+        rtol : float, optional
+            Relative objective improvement of the rule used when ``stop_gy`` is 0.
+
+        Returns
+        -------
+        SolveResult
+            Fluence, objective, per-term values, counts and history of the solve.
         """
         from atp.planning.solvers import SOLVERS
 
@@ -178,13 +366,42 @@ class FluenceProblem:
 
     def goal_metrics(self, terms: list[Term], w: np.ndarray, indices: list[int]
                      ) -> np.ndarray:
-        """Achieved value of ``terms[i]`` for each ``i`` in ``indices`` at fluence ``w``."""
+        """Achieved value of ``terms[i]`` for each ``i`` in ``indices`` at fluence ``w``.
+
+        Parameters
+        ----------
+        terms : list of Term
+            The objective terms (rows index the matrix rows).
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+        indices : list of int
+            Indices into ``terms`` of terms with a scalar ``achieved``.
+
+        Returns
+        -------
+        np.ndarray
+            The achieved values (Gy), (len(indices),).
+        """
         dose = self.dose(w)
         return np.array([terms[i].achieved(dose[terms[i].rows]) for i in indices])
 
 
 class StopRule:
-    """When to stop a solve: goal metrics that stopped moving, or a stalled objective."""
+    """When to stop a solve: goal metrics that stopped moving, or a stalled objective.
+
+    Parameters
+    ----------
+    terms : list of Term
+        The solve's terms; those with a direction and a scalar value are watched.
+    stop_gy : float
+        Stop once no watched metric moved more than this (Gy) over ``window``
+        iterations; 0 (or nothing to watch): use the objective rule.
+    window : int
+        Iterations to look back over.
+    rtol : float
+        Objective rule: stop once ``window`` iterations improved the objective by
+        less than this fraction of its current value.
+    """
 
     def __init__(self, terms: list[Term], *, stop_gy: float, window: int, rtol: float):
         self.stop_gy, self.window, self.rtol = stop_gy, window, rtol
@@ -195,7 +412,24 @@ class StopRule:
 
     def done(self, problem: FluenceProblem, terms: list[Term], w: np.ndarray,
              f: float) -> bool:
-        """Record iteration ``w`` (objective ``f``); True when the solve should stop."""
+        """Record iteration ``w`` (objective ``f``); True when the solve should stop.
+
+        Parameters
+        ----------
+        problem : FluenceProblem
+            The problem being solved (for the goal metrics).
+        terms : list of Term
+            The solve's terms.
+        w : np.ndarray
+            Fluence (beamlet weights), (n_beamlets,).
+        f : float
+            The objective at ``w``.
+
+        Returns
+        -------
+        bool
+            Whether the solve should stop.
+        """
         self.objective.append(f)
         k = self.window
         if self.stop_gy > 0 and self.indices:
@@ -212,7 +446,22 @@ class StopRule:
 
 def neighbour_pairs(beamlet_beam: np.ndarray, beamlet_uv_mm: np.ndarray, *,
                     bixel_mm: float) -> sp.csr_matrix:
-    """Difference operator over beamlets adjacent in u or v within the same beam."""
+    """Difference operator over beamlets adjacent in u or v within the same beam.
+
+    Parameters
+    ----------
+    beamlet_beam : np.ndarray
+        Beam index of every beamlet, (n_beamlets,).
+    beamlet_uv_mm : np.ndarray
+        Beamlet centre (u, v) in the isocentre plane (mm), (n_beamlets, 2).
+    bixel_mm : float
+        Beamlet size at the isocentre (mm).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        One row per adjacent pair (+1 and -1), (n_pairs, n_beamlets).
+    """
     beam = np.asarray(beamlet_beam)
     # floor(x + 1/2), not rint: bixel centres sit at half-integer multiples of the size,
     # where rint's round-half-to-even would split neighbours two cells apart

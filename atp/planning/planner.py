@@ -119,7 +119,13 @@ class PlanResult:
         return sum(bool(o.met) for o in self.report)
 
     def summary(self) -> str:
-        """One line: goals met, and the priority-1 state (met, violated or infeasible)."""
+        """One line: goals met, and the priority-1 state (met, violated or infeasible).
+
+        Returns
+        -------
+        str
+            E.g. ``12 of 14 goals met; all P1 constraints met``.
+        """
         p1 = [o for o in self.report if o.priority == 1]
         head = f"{self.n_goals_met} of {len(self.report)} goals met; "
         if self.p1_infeasible:
@@ -138,7 +144,24 @@ def _rows(influence) -> tuple[np.ndarray, int]:
 
 def build_terms(case: PatientCase, influence, resolved: list[ResolvedGoal],
                 settings: PlanSettings) -> list[Term]:
-    """Objective terms for the resolved goals plus the F_CI and F_maxdose controls."""
+    """Objective terms for the resolved goals plus the F_CI and F_maxdose controls.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case, on the dose grid (its shape must be ``influence.grid.shape``).
+    influence : atp.dose.DoseInfluence
+        The dose matrix's ``voxel_index`` and ``grid`` (rows of each structure).
+    resolved : list of ResolvedGoal
+        The goals (`resolve_goals`); those with no voxel in the matrix are left out.
+    settings : PlanSettings
+        Priority ladder and the F_CI / F_maxdose settings.
+
+    Returns
+    -------
+    list of Term
+        One term per goal, then F_CI (falloff) and F_maxdose.
+    """
     vi, n_grid = _rows(influence)
     if tuple(influence.grid.shape) != case.shape:
         raise ValueError(f"patient {case.patient_id}: influence grid {influence.grid.shape} "
@@ -199,6 +222,29 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
     also ``beamlet_beam``, ``beamlet_uv_mm`` and ``bixel_mm``. ``warm_start`` is a
     previous fluence (re-optimization after a goal edit); otherwise the solve starts
     from a uniform fluence.
+
+    Parameters
+    ----------
+    case : PatientCase
+        The case on the dose grid, with ROIs and prescriptions.
+    influence : atp.dose.DoseInfluence
+        The beams' dose-influence matrix and its maps (see above).
+    goal_list : GoalList
+        The prioritized goals.
+    predicted_dose_gy : np.ndarray, optional
+        Predicted dose (Gy) on the case grid, (z, y, x); None: the organ goals that
+        would read it take the list's ``value`` instead (the manual / MNL plan).
+    tolerances : Mapping of str to float, optional
+        Tolerance overrides (%) by ROI or goal name.
+    settings : PlanSettings, optional
+        Optimization settings; default ``PlanSettings()``.
+    warm_start : np.ndarray, optional
+        Start fluence (beamlet weights), (n_beamlets,).
+
+    Returns
+    -------
+    PlanResult
+        Fluence, dose (Gy) on the case grid, goal report and solve record.
     """
     settings = settings or PlanSettings()
     t0 = time.perf_counter()

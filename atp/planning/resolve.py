@@ -56,8 +56,8 @@ def resolve_goals(case: PatientCase, goal_list: GoalList, *,
     goal_list : GoalList
         The goals, ROI patterns not yet expanded.
     predicted_dose_gy : np.ndarray, optional
-        Predicted dose (Gy) on the case grid, (z, y, x); None: organ goals take the
-        list's ``value`` (source ``protocol``).
+        Predicted dose (Gy) on the case grid, (z, y, x); None: the organ goals that
+        would read it take the list's ``value`` (source ``protocol``).
     tolerances : Mapping of str to float, optional
         Tolerance overrides (%) by ROI or goal name (`GoalList.with_tolerances`).
 

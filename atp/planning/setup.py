@@ -28,7 +28,7 @@ def goal_list_for(site_cfg: Mapping, institution: Mapping | None = None) -> Goal
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
 
     Returns
     -------
@@ -53,7 +53,7 @@ def tolerances_for(site_cfg: Mapping, institution: Mapping | None = None,
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
     overrides : Mapping of str to float, optional
         Tolerances (%) by ROI or goal name that replace the institution's.
 
@@ -80,7 +80,7 @@ def beam_config_for(site_cfg: Mapping, institution: Mapping | None = None, *,
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
     technique : str, optional
         A variant name; ValueError when the mix has none of that name.
     case : PatientCase, optional
@@ -114,7 +114,7 @@ def prescription_schemes_for(site_cfg: Mapping, institution: Mapping | None = No
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
 
     Returns
     -------
@@ -139,7 +139,7 @@ def case_beams(case, site_cfg: Mapping, institution: Mapping | None = None, *,
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
     source : str, optional
         ``patient``: the case's own beams when it carries an imported RTPLAN (the
         study kept each patient's original beam configuration), else the institution's

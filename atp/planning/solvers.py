@@ -41,7 +41,28 @@ def _result(problem, terms, w, smooth, t0, *, iters, evals, history, message, hv
 
 
 def lbfgsb(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
-    """scipy L-BFGS-B under w >= 0 (see the module docstring)."""
+    """scipy L-BFGS-B under w >= 0 (see the module docstring).
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : list of Term
+        The objective terms.
+    w0 : np.ndarray
+        Start fluence (beamlet weights), (n_beamlets,); negative weights are clipped to 0.
+    max_iter : int
+        Iteration cap.
+    smooth : SmoothnessTerm or None
+        A fluence smoothness penalty added to the objective.
+    watch : StopRule
+        The stop rule, called after each iteration.
+
+    Returns
+    -------
+    SolveResult
+        The solve's fluence (float32, >= 0), objective, counts and history.
+    """
     history: list[float] = []
     t0 = time.perf_counter()
     w0 = np.maximum(np.asarray(w0, np.float64), 0.0)
@@ -163,13 +184,55 @@ def _newton(problem, terms, w0, *, max_iter, smooth, watch, jacobi: bool,
 
 
 def newton_cg(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
-    """Projected truncated Newton-CG on the free beamlets (module docstring)."""
+    """Projected truncated Newton-CG on the free beamlets (module docstring).
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : list of Term
+        The objective terms.
+    w0 : np.ndarray
+        Start fluence (beamlet weights), (n_beamlets,); negative weights are clipped to 0.
+    max_iter : int
+        Iteration cap.
+    smooth : SmoothnessTerm or None
+        A fluence smoothness penalty added to the objective.
+    watch : StopRule
+        The stop rule, called after each iteration.
+
+    Returns
+    -------
+    SolveResult
+        The solve's fluence (float32, >= 0), objective, counts and history.
+    """
     return _newton(problem, terms, w0, max_iter=max_iter, smooth=smooth, watch=watch,
                    jacobi=False)
 
 
 def newton_cg_jacobi(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
-    """`newton_cg` with a Jacobi (diagonal) preconditioner."""
+    """`newton_cg` with a Jacobi (diagonal) preconditioner.
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : list of Term
+        The objective terms.
+    w0 : np.ndarray
+        Start fluence (beamlet weights), (n_beamlets,); negative weights are clipped to 0.
+    max_iter : int
+        Iteration cap.
+    smooth : SmoothnessTerm or None
+        A fluence smoothness penalty added to the objective.
+    watch : StopRule
+        The stop rule, called after each iteration.
+
+    Returns
+    -------
+    SolveResult
+        The solve's fluence (float32, >= 0), objective, counts and history.
+    """
     return _newton(problem, terms, w0, max_iter=max_iter, smooth=smooth, watch=watch,
                    jacobi=True)
 

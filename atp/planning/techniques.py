@@ -45,7 +45,7 @@ def technique_variants(site_cfg: Mapping, institution: Mapping | None = None) ->
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping, optional
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
 
     Returns
     -------
@@ -237,7 +237,7 @@ def technique_for_case(site_cfg: Mapping, institution: Mapping | None, *,
     site_cfg : Mapping
         The site's facts (``conf/site/<name>.yaml``; needs ``name``).
     institution : Mapping or None
-        The institution overlay (``conf/institution/<name>.yaml``); None: the site's own.
+        The institution overlay (``conf/institution/<name>.yaml``); None: no overlay.
     patient_id : str
         The patient's id (hashed for a variant drawn here).
     metadata : Mapping, optional
