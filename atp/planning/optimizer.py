@@ -78,6 +78,9 @@ class SmoothnessTerm:
 
 @dataclass
 class SolveResult:
+    """One solve: fluence (beamlet weights), final objective, per-term values, counts,
+    wall time (s) and the objective (and goal-metric) history."""
+
     fluence: np.ndarray
     objective: float
     term_values: np.ndarray

@@ -23,6 +23,9 @@ MET_RTOL = 1e-4
 
 @dataclass(frozen=True)
 class GoalOutcome:
+    """One row of the goal report: requested, predicted and achieved value (the metric's
+    ``unit``), the margin (>= 0 when met) and whether the goal is met."""
+
     label: str
     roi: str
     metric: str
