@@ -4,7 +4,9 @@ The domain packages are those of tests/test_conventions.py. For each module foun
 ``pkgutil.walk_packages`` under them, the public API is: module-level functions and classes
 defined there, their public methods (static and class methods included), their properties,
 and an explicit ``__init__`` (documented in the method or in the class docstring).
-``EXEMPT`` packages are being rewritten on open branches and join when those land.
+A function or method with parameters (other than ``self``/``cls``) also has a numpydoc
+``Parameters`` section, and one annotated to return a value a ``Returns`` (or ``Yields``)
+section; properties are documented like attributes (numpydoc), with a docstring only.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Iterator
 
 import pytest
 from test_conventions import DOMAIN_PACKAGES
 
-EXEMPT = ("atp.delivery",)
+PARAMETERS = re.compile(r"^\s*Parameters\s*\n\s*-{3,}\s*$", re.MULTILINE)
+RETURNS = re.compile(r"^\s*(?:Returns|Yields)\s*\n\s*-{3,}\s*$", re.MULTILINE)
 
 
-def _modules(names=tuple(p for p in DOMAIN_PACKAGES if p not in EXEMPT)) -> list[str]:
+def _modules(names=DOMAIN_PACKAGES) -> list[str]:
     found = []
     for name in names:
         mod = importlib.import_module(name)
@@ -54,7 +58,7 @@ def _callables(module) -> Iterator[tuple[str, object, type | None]]:
 
 
 def problems(module_names: list[str]) -> list[str]:
-    """Every missing docstring in the given modules, one line each."""
+    """Every missing docstring or numpydoc section in the given modules, one line each."""
     out = []
     for mod_name in module_names:
         module = importlib.import_module(mod_name)
@@ -64,6 +68,16 @@ def problems(module_names: list[str]) -> list[str]:
                 doc += inspect.getdoc(owner) or ""
             if not doc.strip():
                 out.append(f"{qual}: no docstring")
+                continue
+            if owner is not None and isinstance(vars(owner).get(func.__name__), property):
+                continue  # numpydoc: a property is documented like an attribute
+            sig = inspect.signature(func)
+            if any(p not in ("self", "cls") for p in sig.parameters) and not PARAMETERS.search(doc):
+                out.append(f"{qual}: no Parameters section")
+            ann = sig.return_annotation
+            if (func.__name__ != "__init__" and ann is not inspect.Signature.empty
+                    and ann not in (None, "None", type(None)) and not RETURNS.search(doc)):
+                out.append(f"{qual}: no Returns section")
         for name, obj in vars(module).items():
             if (name.startswith("_") or not inspect.isclass(obj)
                     or getattr(obj, "__module__", None) != mod_name):
@@ -83,7 +97,8 @@ def test_public_domain_api_is_documented():
     assert not found, f"{len(found)} docstring problems:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("bad", ["function", "property", "method", "class"])
+@pytest.mark.parametrize("bad", ["function", "property", "method", "class", "Parameters",
+                                 "Returns"])
 def test_the_check_reports_each_kind_of_problem(bad, tmp_path, monkeypatch):
     """A throwaway module with exactly one defect of each kind is reported once."""
     src = {
@@ -93,10 +108,14 @@ def test_the_check_reports_each_kind_of_problem(bad, tmp_path, monkeypatch):
         "method": ('class C:\n    """A thing."""\n\n    def size(self) -> int:\n'
                    "        return 1\n"),
         "class": "class C:\n    x: int = 1\n",
+        "Parameters": 'def f(x: int) -> None:\n    """Check x."""\n',
+        "Returns": ('def f() -> int:\n    """One."""\n    return 1\n'),
     }[bad]
     name = "atp_docstring_probe_" + bad.replace(" ", "_").lower()
     (tmp_path / f"{name}.py").write_text(src)
     monkeypatch.syspath_prepend(str(tmp_path))
     found = problems([name])
     assert len(found) == 1, found
-    assert "without a docstring" in found[0] if bad == "class" else "no docstring" in found[0]
+    want = {"class": "without a docstring", "Parameters": "no Parameters section",
+            "Returns": "no Returns section"}.get(bad, "no docstring")
+    assert want in found[0], found
