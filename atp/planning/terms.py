@@ -56,18 +56,6 @@ class UpperMax(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmax", "<="),)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -87,18 +75,6 @@ class LowerMin(_Residual):
     goals: ClassVar[tuple[tuple[str, str], ...]] = (("dmin", ">="),)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         return (d - self.limit_gy).clip(max=0.0)
 
     def achieved(self, d):
@@ -118,18 +94,6 @@ class Falloff(_Residual):
     voxelwise: ClassVar[bool] = True
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         return (d - self.limit_gy).clip(min=0.0)
 
     def achieved(self, d):
@@ -163,18 +127,6 @@ class Uniformity(_Residual):
         return cls(limit_gy=spec.goal.rx_gy or rx, **{**spec.fields, "ref_gy": rx})
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         return d - self.limit_gy
 
     def achieved(self, d):
@@ -302,18 +254,6 @@ class UpperDvh(_DoseVolume):
         return cls(limit_gy=limit, volume_pct=pct, **spec.fields)
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         v = self.limit_gy
         return (d - v) * ((d > v) & (d <= self._d_x(d)))
 
@@ -329,17 +269,5 @@ class LowerDvh(_DoseVolume):
         ("dpct", ">="), ("dcc", ">="), ("vgy", ">="), ("vgy_cc", ">="))
 
     def residual(self, d):
-        """The residual on ``d`` (see `_Residual`).
-
-        Parameters
-        ----------
-        d : np.ndarray
-            Dose (Gy) of the term's ``rows``, (n,) (a torch tensor on the torch backend).
-
-        Returns
-        -------
-        np.ndarray
-            The residual (Gy), same shape as ``d``.
-        """
         v = self.limit_gy
         return (d - v) * ((d < v) & (d >= self._d_x(d)))
