@@ -4,7 +4,7 @@ Usage::
 
     python -m atp.bench.optimizer [--openkbp-dir DIR] [--patient pt_1] [--vmat | --vmat-only]
         [--reference-evals N] [--parotid-tolerance PCT ...] [--solvers lbfgsb,newton_cg]
-        [--backend numpy|torch] [--device cpu|cuda] [--cord-gy GY] [--no-warm]
+        [--backend numpy|torch] [--device cpu|cuda] [--threads N] [--cord-gy GY] [--no-warm]
         [--cache-dir DIR]
 
 The reference dose stands in for the prediction; the goal list is ``conf/site/npc.yaml``.
@@ -195,8 +195,10 @@ def bench_geometry(name, case, beams, site, args, bw: float) -> None:
     conformity = dict(site["conformity"])
     if args.falloff_offset_mm is not None:
         conformity["falloff_offset_mm"] = args.falloff_offset_mm
-    settings = PlanSettings(**conformity, backend=args.backend, device=args.device)
-    problem = FluenceProblem(influence.matrix, backend=args.backend, device=args.device)
+    settings = PlanSettings(**conformity, backend=args.backend, device=args.device,
+                            threads=args.threads)
+    problem = FluenceProblem(influence.matrix, backend=args.backend, device=args.device,
+                             threads=args.threads)
     in_target = np.flatnonzero(case.target_union().ravel()[influence.voxel_index])
     w0 = problem.uniform_fluence(in_target, case.max_prescription_gy)
     resolved, _ = resolve_goals(case, goals, predicted_dose_gy=case.dose_gy)
@@ -210,10 +212,12 @@ def bench_geometry(name, case, beams, site, args, bw: float) -> None:
     per_eval = float(np.median(times[1:]))
     m = influence.matrix
     floor = 2 * (m.data.nbytes + m.indices.nbytes + m.indptr.nbytes) / (bw * 1e9)
+    products = getattr(problem.backend, "products", None)
+    threads = f", products on {products.n_threads} threads" if products else ""
     print(f"\n== {name}: F_CI from {settings.falloff_offset_mm:g} mm outside the targets; "
           f"{len(beams)} beams, {influence.n_beamlets} beamlets, "
           f"{influence.nnz:,} nnz, {influence.matrix_mb:.0f} MB (influence {t_infl:.1f} s); "
-          f"backend {args.backend} on {args.device}; {load()}")
+          f"backend {args.backend} on {args.device}{threads}; {load()}")
     print(f"per evaluation      : {per_eval * 1e3:.1f} ms; floor of 2 products "
           f"{floor * 1e3:.1f} ms (bandwidth {bw:.1f} GB/s); ratio {per_eval / floor:.2f}")
     for tol in args.parotid_tolerance or [0.0, -80.0]:
@@ -272,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated solver variants (atp.planning.solvers)")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "torch"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="numpy backend: threads for the sparse products (0: every CPU)")
     parser.add_argument("--cord-gy", type=float, default=3.0,
                         help="the tightened P1 cord limit of the hard-P1 lines")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-start lines")

@@ -28,9 +28,10 @@ from atp.cases import PatientCase
 from atp.planning.constrained import achievable, broken, repair, solve_hard
 from atp.planning.goals import GoalError, GoalList
 from atp.planning.objectives import GOAL_TERMS, Falloff, GoalSpec, Term, UpperMax
-from atp.planning.optimizer import BACKENDS, FluenceProblem, SmoothnessTerm, SolveResult
+from atp.planning.optimizer import BACKENDS, FluenceProblem, SolveResult
 from atp.planning.report import MET_RTOL, GoalOutcome, goal_report
 from atp.planning.resolve import ResolvedGoal, resolve_goals
+from atp.planning.smoothness import SmoothnessTerm, neighbour_pairs
 from atp.planning.solvers import SOLVERS
 from atp.planning.structures import structure_mask
 
@@ -61,6 +62,7 @@ class PlanSettings:
     stop_window: int = 30  # ... over the last this many iterations
     backend: str = "numpy"  # or "torch" (atp.backends.torch_objective)
     device: str = "cpu"  # torch backend: "cpu" or "cuda"
+    threads: int = 0  # numpy backend: threads for the sparse products (0: every CPU)
 
     def __post_init__(self) -> None:
         if self.mode not in ("weighted", "lexicographic"):
@@ -75,6 +77,9 @@ class PlanSettings:
             raise ValueError(f"PlanSettings.device: '{self.device}' is not cpu or cuda[:n]")
         if self.backend == "numpy" and self.device != "cpu":
             raise ValueError("PlanSettings.device: the numpy backend runs on the cpu")
+        if self.threads < 0:
+            raise ValueError(f"PlanSettings.threads must be >= 0 (0: every CPU), not "
+                             f"{self.threads}")
         if self.stop_gy < 0 or self.stop_window < 1:
             raise ValueError("PlanSettings.stop_gy must be >= 0 and stop_window >= 1")
         if self.p1_rounds < 0 or not self.p1_boost >= 1.0:
@@ -251,7 +256,8 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
     resolved, skipped = resolve_goals(case, goal_list, predicted_dose_gy=predicted_dose_gy,
                                       tolerances=tolerances)
     terms = build_terms(case, influence, resolved, settings)
-    problem = FluenceProblem(influence.matrix, backend=settings.backend, device=settings.device)
+    problem = FluenceProblem(influence.matrix, backend=settings.backend, device=settings.device,
+                             threads=settings.threads)
     vi, n_grid = _rows(influence)
     in_target = case.target_union().ravel()[vi]
     w0 = problem.uniform_fluence(np.flatnonzero(in_target), case.max_prescription_gy)
@@ -262,8 +268,6 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
                              f"{problem.n_beamlets} beamlets")
     smooth = None
     if settings.smoothness > 0:
-        from atp.planning.optimizer import neighbour_pairs
-
         pairs = neighbour_pairs(influence.beamlet_beam, influence.beamlet_uv_mm,
                                 bixel_mm=influence.bixel_mm)
         smooth = SmoothnessTerm(pairs, settings.smoothness, float(w0.mean()))
