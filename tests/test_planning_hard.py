@@ -85,3 +85,56 @@ def test_an_infeasible_hard_set_is_flagged_with_the_achievable_value(case, mode)
     for o in (cord, ptv_min):
         assert 30.0 * (1 - slack) < o.achieved < 54.0, o.label
     assert np.all(np.isfinite(r.dose_gy)) and r.fluence.min() >= 0
+
+
+def _two_voxel_problem():
+    """Organ voxel 0 gets w0 + w1, target voxel 1 gets 0.2 w0 + w1: a 2 Gy target minimum
+    and a 1 Gy organ maximum (P1, weight 1000) conflict, and the weighted solve breaks the
+    maximum by about (2 - 1) / 1000 of it (a square-penalty balance)."""
+    import scipy.sparse as sp
+
+    from atp.planning.objectives import make_term
+    from atp.planning.optimizer import FluenceProblem
+
+    problem = FluenceProblem(sp.csc_matrix(np.array([[1.0, 1.0], [0.2, 1.0]], np.float32)))
+    organ = make_term("upper_max", rows=np.array([0]), limit_gy=1.0, weight=1000.0,
+                      ref_gy=1.0, priority=1, label="organ max")
+    target = make_term("lower_min", rows=np.array([1]), limit_gy=2.0, weight=1.0,
+                       ref_gy=1.0, priority=2, label="target min")
+    return problem, [organ, target]
+
+
+@pytest.mark.parametrize("scale_rtol", [0.0, 0.005])
+def test_a_small_upper_violation_is_met_by_scaling_instead_of_more_rounds(scale_rtol):
+    from atp.planning.constrained import solve_hard
+
+    problem, terms = _two_voxel_problem()
+
+    def solve(ts, w):
+        return problem.solve(ts, w, max_iter=500)
+
+    w, solves, met = solve_hard(problem, terms, [0], np.array([1.0, 1.0]), solve, rounds=10,
+                                boost=4.0, rtol=MET_RTOL, name="weighted",
+                                scale_rtol=scale_rtol)
+    first = problem.dose(solves[0][1].fluence)
+    assert 1.0 + MET_RTOL < first[0] < 1.005  # the weighted solve breaks it a little
+    dose = problem.dose(w)
+    assert met and dose[0] <= 1.0 + MET_RTOL + 1e-6  # `broken`: rtol of the limit + 1e-6
+    if scale_rtol:  # one solve, then every dose falls by the same factor, to the limit
+        assert len(solves) == 1
+        assert dose[0] > 1.0 - 1e-4
+        np.testing.assert_allclose(dose / first, dose[0] / first[0], rtol=1e-5)
+    else:  # multiplier rounds
+        assert len(solves) > 1
+
+
+def test_scaling_cannot_meet_a_broken_lower_limit():
+    from atp.planning.constrained import scale_to_limits
+
+    problem, (organ, target) = _two_voxel_problem()
+    w = np.array([0.0, 1.0], np.float32)  # target 1 Gy < 2 Gy: broken lower limit
+    out, met = scale_to_limits(problem, [organ, target], w, MET_RTOL)
+    assert not met and np.array_equal(out, w)
+    w = np.array([0.0, 1.2], np.float32)  # organ 1.2 Gy > 1 Gy: scaled to 1 Gy
+    out, met = scale_to_limits(problem, [organ], w, MET_RTOL)
+    assert met and problem.dose(out)[0] == pytest.approx(1.0, rel=2e-4)

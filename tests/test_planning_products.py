@@ -36,7 +36,8 @@ def test_threaded_products_equal_scipy(threads):
     np.testing.assert_allclose(prod.matvec(w), m @ w, rtol=1e-5)
     np.testing.assert_allclose(prod.rmatvec(g), m.T @ g, rtol=1e-5)
     # the blocks are views on the matrix's arrays, not copies
-    assert all(np.shares_memory(b[2].data, m.data) for b in prod.blocks)
+    assert all(np.shares_memory(b[2].data, m.data) and np.shares_memory(b[3].indices, m.indices)
+               for b in prod.blocks)
     copy = pickle.loads(pickle.dumps(prod))  # no pool in the copy: serial products
     np.testing.assert_allclose(copy.matvec(w), m @ w, rtol=1e-5)
     prod.close()

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from atp.bench.dose_engine import DEFAULT_OPENKBP_DIR, find_patient
 from atp.sites import load_site_config
@@ -205,10 +206,11 @@ def bench_geometry(name, case, beams, site, args, bw: float) -> None:
     terms = build_terms(case, influence, resolved, settings)
 
     times = []
-    for _ in range(6):
-        t = time.perf_counter()
-        problem.evaluate(w0, terms)
-        times.append(time.perf_counter() - t)
+    with threadpool_limits(limits=1, user_api="blas"):  # as in FluenceProblem.solve
+        for _ in range(6):
+            t = time.perf_counter()
+            problem.evaluate(w0, terms)
+            times.append(time.perf_counter() - t)
     per_eval = float(np.median(times[1:]))
     m = influence.matrix
     floor = 2 * (m.data.nbytes + m.indices.nbytes + m.indptr.nbytes) / (bw * 1e9)

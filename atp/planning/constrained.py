@@ -125,17 +125,51 @@ def repair(problem: FluenceProblem, terms: Sequence[Term], w: np.ndarray,
     return ((1 - hi) * w + hi * witness).astype(np.float32), True
 
 
+def scale_to_limits(problem: FluenceProblem, terms: Sequence[Term], w: np.ndarray,
+                    rtol) -> tuple[np.ndarray, bool]:
+    """The largest fraction of ``w`` that meets every broken term, when all are upper limits.
+
+    Dose is linear in the fluence, so scaling it down lowers every dose metric; a broken
+    lower limit cannot be met this way (returns ``(w, False)``).
+
+    Parameters
+    ----------
+    problem : FluenceProblem
+        The dose matrix and objective.
+    terms : Sequence of Term
+        The limits to meet.
+    w : np.ndarray
+        Fluence (beamlet weights), (n_beamlets,).
+    rtol : float or Sequence of float
+        Relative tolerance on each limit (`broken`).
+
+    Returns
+    -------
+    fluence : np.ndarray
+        The scaled fluence (``w`` when it cannot help), float32, (n_beamlets,).
+    met : bool
+        Whether it meets every term.
+    """
+    if any(terms[i].direction != "upper" for i in broken(terms, problem.dose(w), rtol)):
+        return np.asarray(w, np.float32), False
+    # the segment to zero fluence, which meets every upper limit: `repair` bisects it
+    return repair(problem, terms, w, np.zeros_like(w), rtol, steps=20)
+
+
 def solve_hard(problem: FluenceProblem, terms: list[Term], hard: Sequence[int],
                w0: np.ndarray, solve: Solve, *, rounds: int, boost: float,
-               rtol: float | Sequence[float], name: str
+               rtol: float | Sequence[float], name: str, scale_rtol: float = 0.0
                ) -> tuple[np.ndarray, list[tuple[str, SolveResult]], bool]:
     """Minimize the weighted sum of ``terms`` with ``terms[i]`` for i in ``hard`` held.
 
     Round 0 solves ``terms`` as given; each later round (at most ``rounds``) shifts the
     hard limits by the violations of the previous one. The rounds also end when three of
     them cut the worst violation by less than 10 % (an infeasible set looks like that).
-    Returns the fluence, the solves (named ``name``, ``name_al1``, ...) and whether every
-    hard term is met.
+    When round 0 leaves only upper limits broken, none by more than ``scale_rtol`` of its
+    limit, the fluence is scaled down until they hold instead (`scale_to_limits`): every
+    dose, the targets' too, falls by about that fraction at most, where a multiplier
+    round costs about as many evaluations as round 0 did. Returns the fluence, the solves
+    (named ``name``, ``name_al1``, ...) and whether every hard term is met.
 
     Parameters
     ----------
@@ -157,6 +191,9 @@ def solve_hard(problem: FluenceProblem, terms: list[Term], hard: Sequence[int],
         Relative tolerance on each hard limit (one value, or one per index of ``hard``).
     name : str
         Name of the first solve (later ones get ``_al<k>``).
+    scale_rtol : float, optional
+        Largest relative violation of upper limits that round 0 may leave to a scaling
+        of the fluence (0: never scale).
 
     Returns
     -------
@@ -187,6 +224,10 @@ def solve_hard(problem: FluenceProblem, terms: list[Term], hard: Sequence[int],
         if k == rounds:
             break
         worst = worst_violation(base, dose)
+        if k == 0 and worst <= scale_rtol:
+            w_scaled, met = scale_to_limits(problem, base, w, rtols)
+            if met:
+                return w_scaled, results, True
         worst_seen.append(worst)
         if len(worst_seen) > 3 and worst > 0.9 * worst_seen[-4]:
             break

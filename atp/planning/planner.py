@@ -10,9 +10,11 @@ conflicts with its D95 coverage), and F_maxdose, an overdose penalty above
 ``maxdose_pct`` (106 %) of the highest Rx.
 Priority-1 goals are hard limits (`atp.planning.constrained`): an augmented Lagrangian
 (``p1_rounds`` multiplier rounds, penalty growth ``p1_boost``) holds them whenever they can
-all be met together; when they cannot, a solve on them alone shows it, and the plan holds
-them at the values that solve reached and names each broken goal with the tightest value
-it can reach while the other priority-1 goals are met (`PlanResult.p1_infeasible`).
+all be met together (in the weighted mode, upper limits that the first solve breaks by at
+most ``p1_scale_pct`` are met by scaling the fluence down instead of more rounds); when
+they cannot, a solve on them alone shows it, and the plan holds them at the values that
+solve reached and names each broken goal with the tightest value it can reach while the
+other priority-1 goals are met (`PlanResult.p1_infeasible`).
 Solver, stop rule and backend: `PlanSettings`, `atp.planning.optimizer`.
 """
 
@@ -56,6 +58,7 @@ class PlanSettings:
     smoothness: float = 0.0
     p1_rounds: int = 10  # augmented-Lagrangian rounds for hard limits (0: soft P1 goals)
     p1_boost: float = 4.0  # penalty growth when a round did not cut the worst violation
+    p1_scale_pct: float = 0.5  # upper P1 limits broken by at most this: scale the fluence
     lexicographic_slack: float = 0.02
     solver: str = "lbfgsb"  # see atp.planning.solvers.SOLVERS
     stop_gy: float = 0.03  # stop when no goal metric moved more than this ...
@@ -84,6 +87,9 @@ class PlanSettings:
             raise ValueError("PlanSettings.stop_gy must be >= 0 and stop_window >= 1")
         if self.p1_rounds < 0 or not self.p1_boost >= 1.0:
             raise ValueError("PlanSettings.p1_rounds must be >= 0 and p1_boost >= 1")
+        if not 0.0 <= self.p1_scale_pct < 100.0:
+            raise ValueError(f"PlanSettings.p1_scale_pct must be in [0, 100), not "
+                             f"{self.p1_scale_pct}")
         if not self.falloff_offset_mm >= 0.0:
             raise ValueError("PlanSettings.falloff_offset_mm must be >= 0")
         if not self.ladder >= 1.0:
@@ -335,7 +341,8 @@ def _weighted(problem, terms, w0, s: PlanSettings, solve):
     """The weighted sum with the priority-1 goals as hard limits."""
     hard = [i for i, t in enumerate(terms) if t.priority == 1 and t.direction is not None]
     w, results, met = solve_hard(problem, terms, hard, w0, solve, rounds=s.p1_rounds,
-                                 boost=s.p1_boost, rtol=MET_RTOL, name="weighted")
+                                 boost=s.p1_boost, rtol=MET_RTOL, name="weighted",
+                                 scale_rtol=s.p1_scale_pct / 100 if s.p1_rounds else 0.0)
     if met or s.p1_rounds == 0:
         return w, results, {}
     limits, witness, unmet = _hard_p1(problem, terms, hard, w, s, solve, results)
