@@ -69,3 +69,14 @@ def test_problem_threads_do_not_change_the_objective():
     f2, g2, _ = two.evaluate(w, terms)
     assert f1 == pytest.approx(f2, rel=1e-6)
     np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("field, value", [("threads", -1), ("p1_scale_pct", -0.1),
+                                          ("p1_scale_pct", 100.0), ("stop_window", 0),
+                                          ("solver", "adam"), ("backend", "jax"),
+                                          ("lbfgs_memory", 0)])
+def test_plan_settings_name_the_bad_field(field, value):
+    from atp.planning import PlanSettings
+
+    with pytest.raises(ValueError, match=f"PlanSettings.{field}"):
+        PlanSettings(**{field: value})

@@ -297,8 +297,8 @@ class FluenceProblem:
 
     def solve(self, terms: list[Term], w0: np.ndarray, *, max_iter: int = 200,
               smooth: SmoothnessTerm | None = None, solver: str = "lbfgsb",
-              stop_gy: float = 0.0, stop_window: int = 10, rtol: float = 1e-3
-              ) -> SolveResult:
+              stop_gy: float = 0.0, stop_window: int = 10, rtol: float = 1e-3,
+              memory: int = 100) -> SolveResult:
         """Minimize from ``w0`` under w >= 0 with ``solver`` (see `atp.planning.solvers`).
 
         Stops after ``max_iter`` iterations, at an exact optimum, or, when ``stop_gy`` >
@@ -324,6 +324,8 @@ class FluenceProblem:
             Iterations the stop rule looks back over.
         rtol : float, optional
             Relative objective improvement of the rule used when ``stop_gy`` is 0.
+        memory : int, optional
+            L-BFGS-B's correction pairs (unused by the Newton-CG solvers).
 
         Returns
         -------
@@ -340,7 +342,7 @@ class FluenceProblem:
         # 9 fields went from 75 to 46 ms with this limit; `atp.planning.products`)
         with threadpool_limits(limits=1, user_api="blas"):
             return SOLVERS[solver](self, terms, w0, max_iter=max_iter, smooth=smooth,
-                                   watch=watch)
+                                   watch=watch, memory=memory)
 
     def goal_metrics(self, terms: list[Term], w: np.ndarray, indices: list[int]
                      ) -> np.ndarray:

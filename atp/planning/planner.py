@@ -61,8 +61,9 @@ class PlanSettings:
     p1_scale_pct: float = 0.5  # upper P1 limits broken by at most this: scale the fluence
     lexicographic_slack: float = 0.02
     solver: str = "lbfgsb"  # see atp.planning.solvers.SOLVERS
-    stop_gy: float = 0.03  # stop when no goal metric moved more than this ...
+    stop_gy: float = 0.1  # stop when no goal metric moved more than this ...
     stop_window: int = 30  # ... over the last this many iterations
+    lbfgs_memory: int = 100  # L-BFGS-B correction pairs (scipy's maxcor)
     backend: str = "numpy"  # or "torch" (atp.backends.torch_objective)
     device: str = "cpu"  # torch backend: "cpu" or "cuda"
     threads: int = 0  # numpy backend: threads for the sparse products (0: every CPU)
@@ -80,11 +81,15 @@ class PlanSettings:
             raise ValueError(f"PlanSettings.device: '{self.device}' is not cpu or cuda[:n]")
         if self.backend == "numpy" and self.device != "cpu":
             raise ValueError("PlanSettings.device: the numpy backend runs on the cpu")
+        if self.lbfgs_memory < 1:
+            raise ValueError(f"PlanSettings.lbfgs_memory must be >= 1, not {self.lbfgs_memory}")
         if self.threads < 0:
             raise ValueError(f"PlanSettings.threads must be >= 0 (0: every CPU), not "
                              f"{self.threads}")
-        if self.stop_gy < 0 or self.stop_window < 1:
-            raise ValueError("PlanSettings.stop_gy must be >= 0 and stop_window >= 1")
+        if self.stop_gy < 0:
+            raise ValueError(f"PlanSettings.stop_gy must be >= 0, not {self.stop_gy}")
+        if self.stop_window < 1:
+            raise ValueError(f"PlanSettings.stop_window must be >= 1, not {self.stop_window}")
         if self.p1_rounds < 0 or not self.p1_boost >= 1.0:
             raise ValueError("PlanSettings.p1_rounds must be >= 0 and p1_boost >= 1")
         if not 0.0 <= self.p1_scale_pct < 100.0:
@@ -281,7 +286,8 @@ def plan(case: PatientCase, influence, goal_list: GoalList, *,
 
     def solve(ts: list[Term], w: np.ndarray) -> SolveResult:
         return problem.solve(ts, w, max_iter=s.max_iter, smooth=smooth, solver=s.solver,
-                             stop_gy=s.stop_gy, stop_window=s.stop_window)
+                             stop_gy=s.stop_gy, stop_window=s.stop_window,
+                             memory=s.lbfgs_memory)
 
     def full_dose(w: np.ndarray) -> np.ndarray:
         dose = np.zeros(n_grid, dtype=np.float32)

@@ -1,8 +1,10 @@
 """Bound-constrained solvers for `FluenceProblem.solve` (w >= 0), by name in `SOLVERS`.
 
-- ``lbfgsb``: scipy's L-BFGS-B (memory 20) on x = w / mean(w0) with f scaled by its start
-  value, its own ftol and gtol at 0, so that it runs to an exact optimum or to the stop
-  rule.
+- ``lbfgsb``: scipy's L-BFGS-B on x = w / mean(w0) with f scaled by its start value, its
+  own ftol and gtol at 0, so that it runs to an exact optimum or to the stop rule. Its
+  memory (``PlanSettings.lbfgs_memory``, default 100 correction pairs) was 20 before: on
+  OpenKBP pt_1 with conflicting goals, 100 pairs settle every goal metric within about 200
+  iterations and reach after 600 a lower objective than 20 pairs after 2,000.
 - ``newton_cg``: a projected truncated Newton method. At each iterate the free beamlets
   are those above zero or with a descent direction; conjugate gradients on the
   Gauss-Newton system ``H_FF p = -g_F`` (H = D^T C D, each product two sparse products)
@@ -40,7 +42,7 @@ def _result(problem, terms, w, smooth, t0, *, iters, evals, history, message, hv
                        metric_history=list(watch.metrics) if watch else [])
 
 
-def lbfgsb(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
+def lbfgsb(problem, terms, w0, *, max_iter, smooth, watch, memory=100) -> SolveResult:
     """scipy L-BFGS-B under w >= 0 (see the module docstring).
 
     Parameters
@@ -57,6 +59,8 @@ def lbfgsb(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
         A fluence smoothness penalty added to the objective.
     watch : StopRule
         The stop rule, called after each iteration.
+    memory : int, optional
+        Correction pairs L-BFGS-B keeps (scipy's ``maxcor``).
 
     Returns
     -------
@@ -84,7 +88,7 @@ def lbfgsb(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
 
     res = minimize(fun, w0 / w_unit, jac=True, callback=callback,
                    method="L-BFGS-B", bounds=[(0.0, None)] * problem.n_beamlets,
-                   options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0, "maxcor": 20})
+                   options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0, "maxcor": memory})
     return _result(problem, terms, res.x * w_unit, smooth, t0, iters=int(res.nit),
                    evals=int(res.nfev), history=history, message=str(res.message),
                    watch=watch)
@@ -183,7 +187,7 @@ def _newton(problem, terms, w0, *, max_iter, smooth, watch, jacobi: bool,
                    message=message, hvp=hvp, watch=watch)
 
 
-def newton_cg(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
+def newton_cg(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> SolveResult:
     """Projected truncated Newton-CG on the free beamlets (module docstring).
 
     Parameters
@@ -200,6 +204,8 @@ def newton_cg(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
         A fluence smoothness penalty added to the objective.
     watch : StopRule
         The stop rule, called after each iteration.
+    memory : int, optional
+        Unused (L-BFGS-B's memory; the solvers share one signature).
 
     Returns
     -------
@@ -210,7 +216,7 @@ def newton_cg(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
                    jacobi=False)
 
 
-def newton_cg_jacobi(problem, terms, w0, *, max_iter, smooth, watch) -> SolveResult:
+def newton_cg_jacobi(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> SolveResult:
     """`newton_cg` with a Jacobi (diagonal) preconditioner.
 
     Parameters
@@ -227,6 +233,8 @@ def newton_cg_jacobi(problem, terms, w0, *, max_iter, smooth, watch) -> SolveRes
         A fluence smoothness penalty added to the objective.
     watch : StopRule
         The stop rule, called after each iteration.
+    memory : int, optional
+        Unused (L-BFGS-B's memory; the solvers share one signature).
 
     Returns
     -------
