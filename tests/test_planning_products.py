@@ -80,3 +80,23 @@ def test_plan_settings_name_the_bad_field(field, value):
 
     with pytest.raises(ValueError, match=f"PlanSettings.{field}"):
         PlanSettings(**{field: value})
+
+
+@pytest.mark.parametrize("solver", ["newton_cg", "newton_cg_jacobi"])
+def test_newton_variants_descend_from_the_start_like_lbfgsb(solver):
+    """Both Newton-CG entries of `SOLVERS` run and reduce the objective of a small problem
+    (their speed is measured by `python -m atp.bench.optimizer`, not here)."""
+    from atp.planning.objectives import make_term
+
+    m = _matrix(5)
+    terms = [make_term("upper_max", rows=np.arange(0, 3000, 2), limit_gy=1.0, weight=1.0,
+                       ref_gy=1.0, priority=2, label="max"),
+             make_term("lower_min", rows=np.arange(1, 3000, 2), limit_gy=0.5, weight=1.0,
+                       ref_gy=1.0, priority=1, label="min")]
+    problem = FluenceProblem(m)
+    w0 = np.full(m.shape[1], 0.01)
+    f0 = problem.evaluate(w0, terms)[0]
+    newton = problem.solve(terms, w0, solver=solver, max_iter=30)
+    lbfgs = problem.solve(terms, w0, solver="lbfgsb", max_iter=30)
+    assert newton.n_hess_vec > 0
+    assert newton.objective < 0.5 * f0 and lbfgs.objective < 0.5 * f0

@@ -23,6 +23,7 @@ quotes the figures and why L-BFGS-B stays the default.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -187,7 +188,8 @@ def _newton(problem, terms, w0, *, max_iter, smooth, watch, jacobi: bool,
                    message=message, hvp=hvp, watch=watch)
 
 
-def newton_cg(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> SolveResult:
+def newton_cg(problem, terms, w0, *, max_iter, smooth, watch, memory=None,
+              jacobi: bool = False) -> SolveResult:
     """Projected truncated Newton-CG on the free beamlets (module docstring).
 
     Parameters
@@ -206,6 +208,8 @@ def newton_cg(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> So
         The stop rule, called after each iteration.
     memory : int, optional
         Unused (L-BFGS-B's memory; the solvers share one signature).
+    jacobi : bool, optional
+        Precondition CG with diag(H_FF) (``newton_cg_jacobi`` in `SOLVERS`).
 
     Returns
     -------
@@ -213,37 +217,9 @@ def newton_cg(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> So
         The solve's fluence (float32, >= 0), objective, counts and history.
     """
     return _newton(problem, terms, w0, max_iter=max_iter, smooth=smooth, watch=watch,
-                   jacobi=False)
-
-
-def newton_cg_jacobi(problem, terms, w0, *, max_iter, smooth, watch, memory=None) -> SolveResult:
-    """`newton_cg` with a Jacobi (diagonal) preconditioner.
-
-    Parameters
-    ----------
-    problem : FluenceProblem
-        The dose matrix and objective.
-    terms : list of Term
-        The objective terms.
-    w0 : np.ndarray
-        Start fluence (beamlet weights), (n_beamlets,); negative weights are clipped to 0.
-    max_iter : int
-        Iteration cap.
-    smooth : SmoothnessTerm or None
-        A fluence smoothness penalty added to the objective.
-    watch : StopRule
-        The stop rule, called after each iteration.
-    memory : int, optional
-        Unused (L-BFGS-B's memory; the solvers share one signature).
-
-    Returns
-    -------
-    SolveResult
-        The solve's fluence (float32, >= 0), objective, counts and history.
-    """
-    return _newton(problem, terms, w0, max_iter=max_iter, smooth=smooth, watch=watch,
-                   jacobi=True)
+                   jacobi=jacobi)
 
 
 SOLVERS: dict[str, Callable[..., SolveResult]] = {
-    "lbfgsb": lbfgsb, "newton_cg": newton_cg, "newton_cg_jacobi": newton_cg_jacobi}
+    "lbfgsb": lbfgsb, "newton_cg": newton_cg,
+    "newton_cg_jacobi": functools.partial(newton_cg, jacobi=True)}
